@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// loadResult is what one load run measured.
+type loadResult struct {
+	requests int
+	errors   int
+	elapsed  time.Duration
+	lat      []time.Duration // sorted
+	cpu      time.Duration   // machine CPU time (all cores) spent during the run
+	status   map[int]int
+}
+
+func (r loadResult) rate() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+func (r loadResult) pct(p float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	i := int(float64(len(r.lat)-1) * p)
+	return r.lat[i]
+}
+
+func (r loadResult) cpuPerRequest() time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.requests)
+}
+
+// load drives url with conns keep-alive connections for d, each sending one
+// request after another, and records every latency. The client runs in this
+// process, as it does for every row, so its cost is the same in each.
+func load(url string, conns int, d time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (loadResult, error) {
+	tr := &http.Transport{
+		MaxIdleConnsPerHost: conns,
+		MaxConnsPerHost:     conns,
+		DisableCompression:  true,
+		DialContext:         dial,
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+
+	// Warm up: open every connection once so that dialling is not measured.
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, err := client.Get(url); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+
+	type part struct {
+		lat    []time.Duration
+		errs   int
+		status map[int]int
+		err    error
+	}
+	parts := make([]part, conns)
+	cpu0 := machineCPU()
+	start := time.Now()
+	deadline := start.Add(d)
+	for i := range conns {
+		wg.Add(1)
+		go func(p *part) {
+			defer wg.Done()
+			p.status = map[int]int{}
+			p.lat = make([]time.Duration, 0, 4096)
+			buf := make([]byte, 32<<10)
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				resp, err := client.Get(url)
+				if err != nil {
+					p.errs++
+					if p.errs > 100 {
+						p.err = err
+						return
+					}
+					continue
+				}
+				io.CopyBuffer(io.Discard, resp.Body, buf)
+				resp.Body.Close()
+				p.status[resp.StatusCode]++
+				if resp.StatusCode != http.StatusOK {
+					p.errs++
+					continue
+				}
+				p.lat = append(p.lat, time.Since(t0))
+			}
+		}(&parts[i])
+	}
+	wg.Wait()
+	res := loadResult{elapsed: time.Since(start), cpu: machineCPU() - cpu0, status: map[int]int{}}
+	for _, p := range parts {
+		if p.err != nil {
+			return res, fmt.Errorf("load on %s: %w", url, p.err)
+		}
+		res.lat = append(res.lat, p.lat...)
+		res.errors += p.errs
+		for k, v := range p.status {
+			res.status[k] += v
+		}
+	}
+	res.requests = len(res.lat)
+	slices.Sort(res.lat)
+	return res, nil
+}

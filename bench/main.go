@@ -1,0 +1,165 @@
+// Command bench measures suserve against the physical limit of this machine,
+// side by side in one run: the raw fork/exec/wait rate of a tiny program (one
+// worker per core, no HTTP), Go's net/http/cgi serving that program, and
+// suserve serving it, at 1, 4 and 32 keep-alive connections. Every HTTP row
+// is printed as a ratio to the raw limit, because on a shared, noisy machine
+// only ratios measured in the same run mean anything.
+//
+//	go run ./bench [-d 3s] [-conns 1,4,32]
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func main() {
+	d := flag.Duration("d", 3*time.Second, "duration of each row")
+	connList := flag.String("conns", "1,4,32", "connection counts for the HTTP rows")
+	flag.Parse()
+	if err := run(*d, *connList); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type row struct {
+	name  string
+	conns int
+	res   loadResult
+	base  *loadResult
+}
+
+func run(d time.Duration, connList string) error {
+	var conns []int
+	for _, c := range strings.Split(connList, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			return fmt.Errorf("bad -conns %q", connList)
+		}
+		conns = append(conns, n)
+	}
+	dir, err := os.MkdirTemp("", "suserve-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	prog, err := buildHello(dir)
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(prog, 0o755); err != nil {
+		return err
+	}
+
+	var rows []row
+	raw, err := rawSpawn(prog, nil, d)
+	if err != nil {
+		return fmt.Errorf("raw spawn: %w", err)
+	}
+	rows = append(rows, row{name: "raw fork/exec+wait4 (limit)", conns: 0, res: raw})
+	base := &rows[0].res
+	if r, err := osExec(prog, d); err == nil {
+		rows = append(rows, row{name: "os/exec Run (reference)", res: r, base: base})
+	} else {
+		return fmt.Errorf("os/exec: %w", err)
+	}
+
+	setups, err := httpRows(dir, prog)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range setups {
+			s.stop()
+		}
+	}()
+	for _, s := range setups {
+		b := base
+		if s.base != nil {
+			b = s.base(rows)
+		}
+		for _, c := range conns {
+			res, err := load(s.url, c, d, nil)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			rows = append(rows, row{name: s.name, conns: c, res: res, base: b})
+		}
+	}
+	print(os.Stdout, d, rows)
+	return nil
+}
+
+// target is one HTTP server under test.
+type target struct {
+	name string
+	url  string
+	stop func()
+	base func(rows []row) *loadResult // the limit this row is compared with; nil = raw
+}
+
+func serve(name string, h http.Handler, path string) (target, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return target{}, err
+	}
+	srv := &http.Server{Handler: h, ErrorLog: nil}
+	go srv.Serve(ln)
+	return target{name: name, url: "http://" + ln.Addr().String() + path, stop: func() { srv.Close() }}, nil
+}
+
+func httpRows(dir, prog string) ([]target, error) {
+	var ts []target
+	t, err := serve("net/http/cgi", &cgi.Handler{Path: prog, Root: "/cgi-bin/hello", Logger: nil}, "/cgi-bin/hello")
+	if err != nil {
+		return nil, err
+	}
+	ts = append(ts, t)
+	more, err := suserveRows(dir, prog)
+	if err != nil {
+		for _, t := range ts {
+			t.stop()
+		}
+		return nil, err
+	}
+	return append(ts, more...), nil
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func print(w io.Writer, d time.Duration, rows []row) {
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "row\tconns\treq/s\tp50\tp99\tCPU µs/req\tvs limit\terrors\t\n")
+	for _, r := range rows {
+		c := "-"
+		if r.conns > 0 {
+			c = strconv.Itoa(r.conns)
+		}
+		ratio := "1.00"
+		if r.base != nil {
+			ratio = fmt.Sprintf("%.2f", r.res.rate()/r.base.rate())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%d\t\n", r.name, c, r.res.rate(),
+			r.res.pct(0.50).Round(time.Microsecond), r.res.pct(0.99).Round(time.Microsecond),
+			r.res.cpuPerRequest().Microseconds(), ratio, r.res.errors)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\n%d cores, %s per row; CPU is the whole machine's, load generator included.\n", numCPU(), d)
+}
+
+func numCPU() int { return runtime.NumCPU() }

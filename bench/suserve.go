@@ -1,0 +1,40 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/suserve/suserve/internal/config"
+	"github.com/suserve/suserve/internal/server"
+)
+
+// suserveRows serves prog through suserve's whole stack (routing, request
+// ids, access log to a discarding logger, the CGI gateway, the launcher),
+// configured as an operator would.
+func suserveRows(dir, prog string) ([]target, error) {
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+
+[[route]]
+path = "/cgi-bin/"
+dir = %q
+`, filepath.Dir(prog))), "(bench)")
+	if err != nil {
+		return nil, err
+	}
+	log := quietLogger()
+	local, ids, _, err := server.NewLocal(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: local, Identities: ids, StateDir: dir})
+	if err != nil {
+		return nil, err
+	}
+	t, err := serve("suserve", srv.Handler(), "/cgi-bin/"+filepath.Base(prog))
+	if err != nil {
+		return nil, err
+	}
+	return []target{t}, nil
+}

@@ -1,0 +1,192 @@
+// Command suserve is a web gateway for multi-user Linux hosts: it runs each
+// request's program as a Unix identity inside that identity's cell, and says
+// why a program failed.
+//
+//	suserve [serve] [-config FILE] [-listen ADDR]
+//	suserve check -config FILE
+//	suserve version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/suserve/suserve/internal/config"
+	"github.com/suserve/suserve/internal/server"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage:
+  suserve [serve] [-config FILE] [-listen ADDR]   run the server (the default)
+  suserve check [-config FILE]                    report every problem in FILE, or summarise it
+  suserve version                                 print the version
+`
+
+// run is main without the exit, so that tests can call it.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args, stdout, stderr)
+	case "check":
+		return check(args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, server.Software())
+		return 0
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "suserve: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+func check(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (default: the embedded demo)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		var problems config.Problems
+		if errors.As(err, &problems) {
+			fmt.Fprintf(stderr, "%s: %d problem(s):\n%v\n", displayName(*path), len(problems), err)
+		} else {
+			fmt.Fprintf(stderr, "suserve check: %v\n", err)
+		}
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n\n%s", displayName(*path), cfg.Summary())
+	return 0
+}
+
+func displayName(path string) string {
+	if path == "" {
+		return "(embedded default)"
+	}
+	return path
+}
+
+func serve(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (default: the embedded demo)")
+	listen := fs.String("listen", "", "address to listen on, overriding [server] listen")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "suserve: %v\n", err)
+		return 1
+	}
+	listenKey := "[server] listen"
+	if *listen != "" {
+		cfg.Server.Listen = *listen
+		listenKey = "-listen flag"
+	}
+	log := newLogger(cfg.Server.LogFormat, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := start(ctx, cfg, *path == "", listenKey, log, stdout); err != nil {
+		log.Error("suserve cannot start", "err", err.Error())
+		fmt.Fprintf(stderr, "suserve: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+// start opens the listeners, prepares the state directory and the demo, and
+// serves until ctx ends.
+func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string, log *slog.Logger, stdout io.Writer) error {
+	ln, err := server.Listen(cfg.Server.Listen, listenKey)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	var admin net.Listener
+	if cfg.Server.AdminListen != "" {
+		admin, err = server.Listen(cfg.Server.AdminListen, "[server] admin_listen")
+		if err != nil {
+			return err
+		}
+		defer admin.Close()
+	}
+	state, cleanup, err := server.PrepareState(cfg.Server.StateDir)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	var d *server.Demo
+	if demo {
+		d = &server.Demo{Self: server.SelfName(), Cells: "not confined: cells are not enabled in this build"}
+		if os.Geteuid() == 0 {
+			// As root the demo switches identities: static demo users with
+			// fresh passwords, never root itself.
+			if cfg, d.Identities, err = server.RootDemo(state, cfg); err != nil {
+				return err
+			}
+		}
+		if err := server.WriteDemoPrograms(state); err != nil {
+			return err
+		}
+		if admin != nil {
+			d.Admin = "http://" + admin.Addr().String() + "/"
+		}
+	}
+	local, ids, notes, err := server.NewLocal(cfg, log)
+	if err != nil {
+		return err
+	}
+	opts := server.Options{Logger: log, Spawner: local, Identities: ids, StateDir: state, Notes: notes, Demo: d}
+	srv, err := server.New(cfg, opts)
+	if err != nil {
+		return err
+	}
+	log.Info("suserve listening", "addr", "http://"+ln.Addr().String()+"/", "config", displayName(cfg.File), "state_dir", state)
+	for _, n := range notes {
+		log.Info(n)
+	}
+	if admin != nil {
+		log.Info("status page", "addr", "http://"+admin.Addr().String()+"/")
+	}
+	if demo {
+		fmt.Fprintf(stdout, "suserve demo: open http://%s/ (Ctrl-C stops)\n", ln.Addr())
+		for _, u := range d.Identities {
+			fmt.Fprintf(stdout, "  demo user %s (uid %d), password %s\n", u.Name, u.UID, u.Password)
+		}
+	}
+	return srv.Serve(ctx, ln, admin)
+}

@@ -1,0 +1,187 @@
+// Package server composes suserve: it routes requests to the CGI gateway and
+// the application workers, gives every request an id and an access-log line,
+// serves the demo and the admin listener (status page), and drains in-flight
+// requests on shutdown. It owns no protocol and no kernel interface.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/suserve/suserve/internal/identity"
+	"github.com/suserve/suserve/internal/config"
+)
+
+// Version is the server's version, set at build time with -ldflags.
+var Version = "0.1.0-dev"
+
+// Software is SERVER_SOFTWARE (RFC 3875 §4.1.17).
+func Software() string { return "suserve/" + Version }
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	Logger     *slog.Logger
+	Spawner    Spawner         // starts programs; see NewLocal
+	Identities identity.Source // resolves owner routes' users
+	StateDir   string          // expands {state}; must exist
+	Demo     *Demo        // the embedded demo, when the default configuration is served
+	// Notes are facts about how the server runs, shown on the status page
+	// and the demo's front page (e.g. "all programs run as alice").
+	Notes []string
+}
+
+// Server is one configured suserve.
+type Server struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	opts    Options
+	handler http.Handler
+	recent  *recentFailures
+	started time.Time
+	auth    *authenticator
+	ids     identity.Source
+
+	mu     sync.Mutex
+	active int
+}
+
+// New builds the server's handlers from cfg. It does not listen.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Spawner == nil || opts.Identities == nil {
+		return nil, errors.New("server: no spawner or identity source")
+	}
+	a, err := newAuthenticator(cfg, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: opts.Logger, opts: opts, recent: newRecentFailures(50), started: time.Now(), auth: a, ids: opts.Identities}
+	router, err := s.routes()
+	if err != nil {
+		return nil, err
+	}
+	s.handler = s.observe(router)
+	return s, nil
+}
+
+// Handler is the whole HTTP surface of the main listener.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves ln (and admin, when not nil) until ctx is done, then stops
+// accepting, lets in-flight requests finish for shutdown_timeout, and then
+// cancels them, which kills their programs.
+func (s *Server) Serve(ctx context.Context, ln, admin net.Listener) error {
+	reqCtx, cancelRequests := context.WithCancel(context.Background())
+	defer cancelRequests()
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	var adminSrv *http.Server
+	if admin != nil {
+		adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- adminSrv.Serve(admin) }()
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			srv.Close()
+			if adminSrv != nil {
+				adminSrv.Close()
+			}
+			return err
+		}
+	case <-ctx.Done():
+	}
+	grace := s.cfg.Server.ShutdownTimeout.D()
+	s.log.Info("shutting down: draining in-flight requests", "active", s.Active(), "shutdown_timeout", grace.String())
+	drainCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if adminSrv != nil {
+		go adminSrv.Shutdown(drainCtx)
+	}
+	if err := srv.Shutdown(drainCtx); err != nil {
+		s.log.Warn("shutdown time-out reached: killing the programs of the requests still running", "active", s.Active())
+		cancelRequests()
+		// Programs are killed when their request's context ends; give the
+		// handlers a moment to report before the connections are closed.
+		wait, cancelWait := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancelWait()
+		for s.Active() > 0 && wait.Err() == nil {
+			select {
+			case <-wait.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		srv.Close()
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// Active is the number of requests in flight.
+func (s *Server) Active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active
+}
+
+var errAddrInUse = syscall.EADDRINUSE
+
+// ListenError explains a listener that could not be opened, and how to pick
+// another address.
+type ListenError struct {
+	Addr string
+	Key  string // the configuration key or flag that chose Addr
+	Err  error
+}
+
+func (e *ListenError) Error() string {
+	if errors.Is(e.Err, errAddrInUse) {
+		return fmt.Sprintf("cannot listen on %s: the address is already in use (another server runs there?); choose another with -listen 127.0.0.1:PORT or the %s key", e.Addr, e.Key)
+	}
+	return fmt.Sprintf("cannot listen on %s (%s): %v", e.Addr, e.Key, e.Err)
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// Listen opens addr for the key that configured it.
+func Listen(addr, key string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, &ListenError{Addr: addr, Key: key, Err: err}
+	}
+	return ln, nil
+}
+
+// PrepareState returns the state directory: the configured one, created
+// private if missing, or a new private temporary directory (remove it with
+// the returned function).
+func PrepareState(configured string) (dir string, cleanup func(), err error) {
+	if configured != "" {
+		if err := os.MkdirAll(configured, 0o700); err != nil {
+			return "", nil, fmt.Errorf("state directory: %w", err)
+		}
+		return configured, func() {}, nil
+	}
+	dir, err = os.MkdirTemp("", "suserve-state-")
+	if err != nil {
+		return "", nil, fmt.Errorf("state directory: %w", err)
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}
