@@ -1,0 +1,209 @@
+package cgi
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// defaultPath is the PATH a program gets unless pass_env names PATH: the
+// server's own PATH is not passed (launchers may fix it further).
+const defaultPath = "PATH=/usr/local/bin:/usr/bin:/bin"
+
+// metaVariables are the names the gateway sets itself; pass_env cannot
+// override them.
+var metaVariables = map[string]bool{
+	"AUTH_TYPE": true, "CONTENT_LENGTH": true, "CONTENT_TYPE": true, "GATEWAY_INTERFACE": true,
+	"PATH_INFO": true, "PATH_TRANSLATED": true, "QUERY_STRING": true, "REMOTE_ADDR": true,
+	"REMOTE_HOST": true, "REMOTE_PORT": true, "REMOTE_USER": true, "REQUEST_METHOD": true,
+	"SCRIPT_NAME": true, "SCRIPT_FILENAME": true, "SERVER_NAME": true, "SERVER_PORT": true,
+	"SERVER_PROTOCOL": true, "SERVER_SOFTWARE": true, "REQUEST_URI": true, "DOCUMENT_ROOT": true,
+	"HTTPS": true, "REDIRECT_STATUS": true, "REDIRECT_URL": true,
+}
+
+// skipHeader are request header fields never passed as HTTP_*: credentials
+// (RFC 3875 §4.1.18 lets a server withhold them; a program must not see the
+// user's password), Proxy (httpoxy, CVE-2016-5385: HTTP_PROXY would be read as
+// the proxy setting) and fields the gateway passes as CONTENT_* already.
+var skipHeader = map[string]bool{
+	"Authorization":       true,
+	"Proxy-Authorization": true,
+	"Proxy":               true,
+	"Content-Length":      true,
+	"Content-Type":        true,
+}
+
+// script is the program a URL names (RFC 3875 §3.3).
+type script struct {
+	file     string // SCRIPT_FILENAME: the file under the route's directory
+	name     string // SCRIPT_NAME: the URL path up to and including the file
+	pathInfo string // PATH_INFO: the rest of the URL path, decoded
+	nph      bool   // non-parsed header program (RFC 3875 §5)
+}
+
+// env builds the complete environment of a program (RFC 3875 §4.1): the
+// meta-variables, the request's header fields as HTTP_*, PATH and the
+// pass_env variables, and nothing else of the server's own environment.
+func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength int64) []string {
+	env := make([]string, 0, 24+len(r.Header)+len(h.PassEnv))
+	add := func(k, v string) { env = append(env, k+"="+v) }
+
+	software := h.ServerSoftware
+	if software == "" {
+		software = "suserve"
+	}
+	add("SERVER_SOFTWARE", software)
+	add("GATEWAY_INTERFACE", "CGI/1.1")
+	add("SERVER_PROTOCOL", r.Proto)
+	add("REQUEST_METHOD", r.Method)
+	add("REQUEST_URI", r.RequestURI)
+	add("QUERY_STRING", r.URL.RawQuery) // §4.1.7: as sent, still encoded; "" when none
+
+	name, port := serverNamePort(r)
+	add("SERVER_NAME", name)
+	add("SERVER_PORT", port)
+	if r.TLS != nil {
+		add("HTTPS", "on")
+	}
+
+	if host, rport, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		add("REMOTE_ADDR", host)
+		add("REMOTE_HOST", host) // §4.1.9: the address when no name is looked up
+		add("REMOTE_PORT", rport)
+	} else {
+		add("REMOTE_ADDR", r.RemoteAddr)
+		add("REMOTE_HOST", r.RemoteAddr)
+	}
+	if rec.AuthType != "" {
+		add("AUTH_TYPE", rec.AuthType)
+	}
+	if rec.User != "" {
+		add("REMOTE_USER", rec.User)
+	}
+
+	docRoot := h.DocumentRoot
+	if docRoot == "" {
+		docRoot = h.Root
+	}
+	add("DOCUMENT_ROOT", docRoot)
+	add("SCRIPT_NAME", sc.name)
+	add("SCRIPT_FILENAME", sc.file)
+	if sc.pathInfo != "" {
+		// §4.1.5 and §4.1.6: both NULL when there is no path info.
+		// PATH_TRANSLATED maps it onto the document root, as Apache does.
+		add("PATH_INFO", sc.pathInfo)
+		add("PATH_TRANSLATED", strings.TrimSuffix(docRoot, "/")+sc.pathInfo)
+	}
+	if contentLength >= 0 {
+		add("CONTENT_LENGTH", strconv.FormatInt(contentLength, 10))
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		add("CONTENT_TYPE", ct)
+	}
+
+	// §4.1.18: the Host field is not in r.Header.
+	if r.Host != "" {
+		add("HTTP_HOST", r.Host)
+	}
+	for k, vv := range r.Header {
+		if skipHeader[k] || !envableName(k) {
+			continue
+		}
+		env = append(env, headerVar(k, vv))
+	}
+
+	pathSet := false
+	for _, k := range h.PassEnv {
+		if metaVariables[k] || strings.HasPrefix(k, "HTTP_") {
+			continue
+		}
+		if v, ok := os.LookupEnv(k); ok {
+			add(k, v)
+			pathSet = pathSet || k == "PATH"
+		}
+	}
+	if !pathSet {
+		env = append(env, defaultPath)
+	}
+	return env
+}
+
+// envableName reports whether a header field name maps to one HTTP_* name
+// without ambiguity. Names with "_" are dropped, as Apache 2.4 does, because
+// "X-User" and "X_User" would both become HTTP_X_USER and a client could
+// forge one a front proxy sets.
+func envableName(k string) bool {
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return k != ""
+}
+
+// headerVar is "HTTP_NAME=v1, v2": §4.1.18 upper case, "-" as "_", repeated
+// fields joined as RFC 9110 §5.3 allows.
+func headerVar(k string, vv []string) string {
+	n := 5 + len(k) + 1
+	for i, v := range vv {
+		if i > 0 {
+			n += 2
+		}
+		n += len(v)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString("HTTP_")
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case c == '-':
+			c = '_'
+		case c >= 'a' && c <= 'z':
+			c -= 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	b.WriteByte('=')
+	for i, v := range vv {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(v)
+	}
+	return b.String()
+}
+
+// serverNamePort is SERVER_NAME and SERVER_PORT (§4.1.14, §4.1.15): the
+// request's Host, and the port it names or the one the connection came in on.
+func serverNamePort(r *http.Request) (string, string) {
+	host := r.Host
+	name, port, err := net.SplitHostPort(host)
+	if err != nil {
+		name, port = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ""
+	}
+	if port == "" {
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			if _, p, err := net.SplitHostPort(la.String()); err == nil {
+				port = p
+			}
+		}
+	}
+	if port == "" {
+		port = "80"
+		if r.TLS != nil {
+			port = "443"
+		}
+	}
+	if name == "" {
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			if h, _, err := net.SplitHostPort(la.String()); err == nil {
+				name = h
+			}
+		}
+	}
+	return name, port
+}
