@@ -2,7 +2,10 @@ package spawn
 
 import (
 	"context"
+	"strconv"
 	"syscall"
+
+	"github.com/suserve/suserve/internal/cell"
 )
 
 // Cells places each program in its identity's cell (internal/cell). A
@@ -44,4 +47,35 @@ type Slot interface {
 type CellEvents struct {
 	OOMKills int64 // processes the OOM killer killed (memory.events oom_kill)
 	PidsMax  int64 // forks refused at the pids limit (pids.events max)
+
+	// What the diagnosis names, when the slot knows it.
+	Cell        string // the cell's identity
+	MemoryLimit int64  // bytes; 0 = unknown
+	PidsLimit   int64  // 0 = unknown
+}
+
+// memoryCause says which limit the OOM killer enforced:
+// "cell alice reached its memory limit 256MiB".
+func (e CellEvents) memoryCause() string {
+	s := "its cell reached its memory limit"
+	if e.Cell != "" {
+		s = "cell " + e.Cell + " reached its memory limit"
+	}
+	if e.MemoryLimit > 0 {
+		s += " " + cell.FormatBytes(e.MemoryLimit)
+	}
+	return s
+}
+
+// pidsCause says which limit refused the forks:
+// "cell alice reached its pids limit 64".
+func (e CellEvents) pidsCause() string {
+	s := "its cell reached its pids limit"
+	if e.Cell != "" {
+		s = "cell " + e.Cell + " reached its pids limit"
+	}
+	if e.PidsLimit > 0 {
+		s += " " + strconv.FormatInt(e.PidsLimit, 10)
+	}
+	return s
 }

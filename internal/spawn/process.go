@@ -224,15 +224,19 @@ func (p *Process) wait() error {
 			return nil
 		}
 		f.Kind, f.Exit = Exited, int(cs.Status)
-		if ev.PidsMax > 0 {
+		switch {
+		case ev.OOMKills > 0:
+			f.Kind = OOMKilled
+			f.Detail = "exited with status " + strconv.Itoa(int(cs.Status)) + " after the kernel's OOM killer killed a process of it: " + ev.memoryCause()
+		case ev.PidsMax > 0:
 			f.Kind = PidsLimit
-			f.Detail = "exited with status " + strconv.Itoa(int(cs.Status)) + " after " + strconv.Itoa(int(ev.PidsMax)) + " fork(s) failed at its cell's pids limit"
+			f.Detail = "exited with status " + strconv.Itoa(int(cs.Status)) + " after " + strconv.Itoa(int(ev.PidsMax)) + " fork(s) failed: " + ev.pidsCause()
 		}
 	case cldKilled, cldDumped:
 		f.Kind, f.Signal, f.Killed = Signaled, syscall.Signal(cs.Status), killed
 		if f.Signal == syscall.SIGKILL && !killed && ev.OOMKills > 0 {
 			f.Kind = OOMKilled
-			f.Detail = "killed by the OOM killer: its cell reached its memory limit"
+			f.Detail = "killed by the kernel's OOM killer: " + ev.memoryCause()
 		}
 	default:
 		return &Failure{Kind: ExecFailed, Path: p.path, Detail: "waitid: unexpected si_code " + strconv.Itoa(int(cs.Code)), Exit: -1}
