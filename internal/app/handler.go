@@ -1,0 +1,555 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/suserve/suserve/internal/cgi"
+	"github.com/suserve/suserve/internal/fcgi"
+)
+
+// Pools chooses the pool that serves a request: a *Pool serves every
+// request of an app that runs as one account, a *UserPools gives each
+// authenticated user their own.
+type Pools interface {
+	PoolFor(r *http.Request) (*Pool, error)
+}
+
+// PoolFor returns p: an account app has one pool.
+func (p *Pool) PoolFor(*http.Request) (*Pool, error) { return p, nil }
+
+// Handler serves one [[app]]: it takes a worker from the request's pool and
+// passes the request to it over FastCGI or HTTP, streaming both ways. Its
+// fields are configuration.
+type Handler struct {
+	Pools Pools
+	// Prefix is the URL path the app is mounted at ("/wiki/"). The rest of
+	// the path names the script under Dir, as nginx's alias does.
+	Prefix string
+	// Dir is the app's document root: DOCUMENT_ROOT, and the directory
+	// SCRIPT_FILENAME is under ($document_root$fastcgi_script_name).
+	Dir string
+	// Index is appended to a script path ending in "/" (nginx's
+	// fastcgi_index), "index.php" for PHP; "" appends nothing.
+	Index string
+	// SplitPath ends the script name at the first path segment ending in it
+	// (".php"); the rest becomes PATH_INFO, as nginx's
+	// fastcgi_split_path_info ^(.+?\.php)(/.*)$ does. "" keeps the whole
+	// path as the script name.
+	SplitPath string
+	// MaxRequestBody bounds the request body in bytes; 0 is no limit. A
+	// chunked body is spooled to a temporary file first, because FastCGI
+	// workers such as php-cgi need CONTENT_LENGTH.
+	MaxRequestBody int64
+
+	Diagnostics    bool   // show a failure's detail and stderr on the client's page too
+	ServerSoftware string // SERVER_SOFTWARE; "" is "suserve"
+	Logger         *slog.Logger
+
+	proxyOnce sync.Once
+	proxy     *httputil.ReverseProxy
+}
+
+func (h *Handler) logger() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.Default()
+}
+
+// maxAttempts bounds how often a request is offered to a worker: a worker
+// that died leaves a socket that refuses connections until its exit is
+// seen, and a request refused that way reached nobody and may go to its
+// replacement.
+const maxAttempts = 3
+
+// ServeHTTP passes the request to a worker of the request's pool.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := cgi.RecordFrom(r.Context())
+	// A worker may answer while the request body is still arriving (an
+	// echo, a transcoder): HTTP/1.1 allows it, net/http only when asked.
+	_ = http.NewResponseController(w).EnableFullDuplex()
+	if h.MaxRequestBody > 0 && r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, h.MaxRequestBody)
+	}
+	for attempt := 1; ; attempt++ {
+		p, wk, err := h.acquire(r)
+		if err != nil {
+			h.fail(w, r, rec, p, asFailure(err))
+			return
+		}
+		rec.Identity = p.Identity
+		rec.Program = p.Command[0]
+		x := &exchange{p: p, wk: wk, lastTry: attempt == maxAttempts}
+		func() {
+			defer func() { p.release(wk, !x.failed && !x.retry) }()
+			if p.Protocol == ProtocolHTTP {
+				h.serveHTTP(w, r, x)
+			} else {
+				h.serveFastCGI(w, r, rec, x)
+			}
+		}()
+		if !x.retry {
+			return
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-wk.done:
+		case <-t.C:
+		case <-r.Context().Done():
+		}
+		t.Stop()
+	}
+}
+
+// acquire takes a worker of the request's pool.
+func (h *Handler) acquire(r *http.Request) (*Pool, *worker, error) {
+	for try := 0; ; try++ {
+		p, err := h.Pools.PoolFor(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		wk, err := p.acquire(r.Context())
+		if errors.Is(err, errRetired) && try < 3 {
+			continue // a per-user pool went idle meanwhile: get its successor
+		}
+		return p, wk, err
+	}
+}
+
+// refused reports whether err is a connection the worker's socket refused
+// (or whose path is gone), or a worker whose exit was just seen: the
+// request reached no worker.
+func refused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) || errors.Is(err, fcgi.ErrPoolClosed)
+}
+
+func asFailure(err error) *Failure {
+	var f *Failure
+	if errors.As(err, &f) {
+		return f
+	}
+	return newFailure(StartFailed, err, "%v", err)
+}
+
+// fail logs f once and sends its page.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, rec *cgi.Record, p *Pool, f *Failure) {
+	rec.Cause = string(f.Cause)
+	lvl := slog.LevelError
+	switch {
+	case f.Cause == ClientGone:
+		lvl = slog.LevelInfo
+	case f.Status < 500 || f.Status == http.StatusServiceUnavailable:
+		lvl = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", rec.ID),
+		slog.String("cause", string(f.Cause)),
+		slog.Int("status", f.Status),
+		slog.String("detail", f.Detail),
+	}
+	if p != nil {
+		attrs = append(attrs, slog.String("app", p.Name), slog.String("identity", p.Identity), slog.String("program", p.Command[0]))
+	}
+	if f.Exit >= 0 {
+		attrs = append(attrs, slog.Int("exit", f.Exit))
+	}
+	if f.Signal != "" {
+		attrs = append(attrs, slog.String("signal", f.Signal))
+	}
+	if len(f.Stderr) > 0 {
+		attrs = append(attrs, slog.String("stderr", strings.Join(f.Stderr, "\n")))
+	}
+	h.logger().LogAttrs(r.Context(), lvl, "app failure", attrs...)
+	if f.Cause == ClientGone {
+		panic(http.ErrAbortHandler) // nobody reads a page
+	}
+	writePage(w, rec, f, h.Diagnostics)
+}
+
+// diagnose classifies an error talking to wk. A worker that died shows up
+// first as a reset or a cut-short response; its exit is waited for briefly,
+// so that the failure says how it ended.
+func diagnose(ctx context.Context, wk *worker, err error) *Failure {
+	if ctx.Err() != nil {
+		return newFailure(ClientGone, err, "client went away: %v", context.Cause(ctx))
+	}
+	f := transportFailure(err)
+	if f.Cause != Unreachable && f.Cause != ProtocolError {
+		return f
+	}
+	t := time.NewTimer(500 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-wk.done:
+		ef := exitFailure(wk.exit, "while serving the request", wk.lastLines())
+		ef.Err = err
+		return ef
+	case <-t.C:
+		return f
+	}
+}
+
+// serveFastCGI runs one FastCGI request (FastCGI 1.0 §6.2, the responder
+// role) and reports whether it completed.
+func (h *Handler) serveFastCGI(w http.ResponseWriter, r *http.Request, rec *cgi.Record, x *exchange) {
+	ctx := r.Context()
+	p, wk := x.p, x.wk
+	script, ok := h.script(r.URL.Path)
+	if !ok {
+		h.fail(w, r, rec, p, &Failure{Cause: "bad request path", Detail: "\"..\" or NUL in " + strconv.Quote(r.URL.Path), Status: http.StatusBadRequest, Exit: -1})
+		return
+	}
+	var body io.Reader
+	length := r.ContentLength
+	switch {
+	case r.Body == nil || r.Body == http.NoBody || length == 0:
+		length = 0
+	case length < 0:
+		f, n, err := spool(r.Body)
+		if err != nil {
+			h.fail(w, r, rec, p, bodyFailure(ctx, err))
+			return
+		}
+		defer f.Close()
+		body, length = f, n
+	default:
+		body = r.Body
+	}
+	// The request's logger is made only if something is logged: most
+	// requests log nothing here.
+	log := func() *slog.Logger {
+		return h.logger().With("request_id", rec.ID, "app", p.Name, "identity", p.Identity, "pid", wk.pid)
+	}
+	req := &fcgi.Request{
+		Params: fcgi.EnvParams(h.env(r, rec, script, length)),
+		Stdin:  body,
+		Stderr: func(line string) { log().Info("app stderr", "line", line) },
+	}
+	resp, err := wk.fc.Do(ctx, req)
+	if err != nil {
+		if refused(err) && !x.lastTry {
+			x.retry = true
+			return
+		}
+		x.failed = true
+		h.fail(w, r, rec, p, diagnose(ctx, wk, err))
+		return
+	}
+	defer resp.Close()
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(resp)
+	defer func() {
+		br.Reset(nil)
+		readers.Put(br)
+	}()
+	status, hdr, err := readCGIHeader(br)
+	if err != nil {
+		var he *headerError
+		switch {
+		case errors.As(err, &he):
+			h.fail(w, r, rec, p, newFailure(Malformed, err, "%s", he.detail))
+			return // the worker is sound; its output is not
+		case errors.Is(err, errNoHeader):
+			h.fail(w, r, rec, p, newFailure(Malformed, err, "%v (app status %d)", err, resp.AppStatus()))
+			return
+		}
+		x.failed = true
+		h.fail(w, r, rec, p, diagnose(ctx, wk, err))
+		return
+	}
+	for k, vv := range hdr {
+		w.Header()[k] = vv
+	}
+	w.WriteHeader(status)
+	if err := copyFlushing(w, br); err != nil {
+		// The header is sent: all that is left is to cut the connection so
+		// the client sees a truncated response, not a complete one.
+		f := diagnose(ctx, wk, err)
+		x.failed = f.Cause != ClientGone
+		rec.Cause = string(f.Cause)
+		log().Error("app failure after the response began", "cause", string(f.Cause), "detail", f.Detail)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func bodyFailure(ctx context.Context, err error) *Failure {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return &Failure{Cause: "request body too large", Detail: err.Error(), Status: http.StatusRequestEntityTooLarge, Exit: -1, Err: err}
+	}
+	if ctx.Err() != nil {
+		return newFailure(ClientGone, err, "%v", err)
+	}
+	return &Failure{Cause: "request body unreadable", Detail: err.Error(), Status: http.StatusBadRequest, Exit: -1, Err: err}
+}
+
+// spool copies a body of unknown length to an unlinked temporary file and
+// returns it rewound, with its length.
+func spool(body io.Reader) (*os.File, int64, error) {
+	f, err := os.CreateTemp("", "suserve-body-")
+	if err != nil {
+		return nil, 0, err
+	}
+	os.Remove(f.Name())
+	n, err := io.Copy(f, body)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, n, nil
+}
+
+// Buffers reused across requests: a response's header reader and its body
+// copy buffer.
+var (
+	readers  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+	copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+)
+
+// flushDelay is how long response bytes may wait in the server's buffer
+// before they are flushed to the client. Flushing each write would cost a
+// system call and a chunk per write, and deny net/http the chance to send a
+// short response with a Content-Length in one write; never flushing would
+// hold back a streamed response (server-sent events, progress output).
+const flushDelay = 10 * time.Millisecond
+
+// copyFlushing streams the response body, flushing what was written at most
+// flushDelay after it was written.
+func copyFlushing(w http.ResponseWriter, r io.Reader) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	lw := &latencyWriter{w: w, rc: http.NewResponseController(w)}
+	defer lw.stop()
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if werr := lw.write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// latencyWriter writes to w and flushes flushDelay after a write, from a
+// timer, unless the copy has ended first (net/http flushes then).
+type latencyWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+
+	mu    sync.Mutex // the timer's flush and the copy's writes
+	timer *time.Timer
+	armed bool
+	done  bool
+	err   error // a failed flush: the client is gone
+}
+
+func (lw *latencyWriter) write(p []byte) error {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.err != nil {
+		return lw.err
+	}
+	if _, err := lw.w.Write(p); err != nil {
+		return err
+	}
+	if !lw.armed {
+		lw.armed = true
+		if lw.timer == nil {
+			lw.timer = time.AfterFunc(flushDelay, lw.flush)
+		} else {
+			lw.timer.Reset(flushDelay)
+		}
+	}
+	return nil
+}
+
+func (lw *latencyWriter) flush() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.done || !lw.armed {
+		return
+	}
+	lw.armed = false
+	lw.err = lw.rc.Flush()
+}
+
+// stop ends the flushing; after it returns the timer never touches w.
+func (lw *latencyWriter) stop() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.done = true
+	if lw.timer != nil {
+		lw.timer.Stop()
+	}
+}
+
+// scriptPath is where a URL path points under the app.
+type scriptPath struct {
+	name     string // SCRIPT_NAME: the URL path of the script
+	file     string // SCRIPT_FILENAME: Dir + the script's path under Prefix
+	pathInfo string // PATH_INFO
+}
+
+// script maps a URL path to the script, nginx style: the part after Prefix,
+// split at SplitPath, with Index appended to a directory.
+func (h *Handler) script(urlPath string) (scriptPath, bool) {
+	if strings.IndexByte(urlPath, 0) >= 0 {
+		return scriptPath{}, false
+	}
+	for _, seg := range strings.Split(urlPath, "/") {
+		if seg == ".." {
+			return scriptPath{}, false
+		}
+	}
+	base := strings.TrimSuffix(h.Prefix, "/")
+	rest := strings.TrimPrefix(urlPath, base)
+	if !strings.HasPrefix(rest, "/") {
+		rest = "/" + rest
+	}
+	sc := scriptPath{}
+	rel := rest
+	if h.SplitPath != "" {
+		if i := strings.Index(rest, h.SplitPath+"/"); i >= 0 {
+			rel, sc.pathInfo = rest[:i+len(h.SplitPath)], rest[i+len(h.SplitPath):]
+		}
+	}
+	if strings.HasSuffix(rel, "/") {
+		rel += h.Index
+	}
+	sc.name = base + rel
+	sc.file = filepath.Join(h.Dir, path.Clean(rel))
+	if strings.HasSuffix(rel, "/") {
+		sc.file += "/"
+	}
+	return sc, true
+}
+
+// skipHeader are request fields never passed as HTTP_*: credentials (RFC
+// 3875 §4.1.18 lets a server withhold them, and a worker running as another
+// identity must not see the user's password), Proxy (httpoxy,
+// CVE-2016-5385), and the fields passed as CONTENT_*.
+var skipHeader = map[string]bool{
+	"Authorization": true, "Proxy-Authorization": true, "Proxy": true,
+	"Content-Length": true, "Content-Type": true,
+}
+
+// env is the request's CGI meta-variables (RFC 3875 §4.1), sent as FastCGI
+// params.
+func (h *Handler) env(r *http.Request, rec *cgi.Record, sc scriptPath, length int64) []string {
+	env := make([]string, 0, 24+len(r.Header))
+	add := func(k, v string) { env = append(env, k+"="+v) }
+	software := h.ServerSoftware
+	if software == "" {
+		software = "suserve"
+	}
+	add("SERVER_SOFTWARE", software)
+	add("GATEWAY_INTERFACE", "CGI/1.1")
+	add("SERVER_PROTOCOL", r.Proto)
+	add("REQUEST_METHOD", r.Method)
+	add("REQUEST_URI", r.RequestURI)
+	add("QUERY_STRING", r.URL.RawQuery)
+	name, port := serverNamePort(r)
+	add("SERVER_NAME", name)
+	add("SERVER_PORT", port)
+	if r.TLS != nil {
+		add("HTTPS", "on")
+	}
+	if host, rport, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		add("REMOTE_ADDR", host)
+		add("REMOTE_PORT", rport)
+	} else {
+		add("REMOTE_ADDR", r.RemoteAddr)
+	}
+	if rec.AuthType != "" {
+		add("AUTH_TYPE", rec.AuthType)
+	}
+	if rec.User != "" {
+		add("REMOTE_USER", rec.User)
+	}
+	add("DOCUMENT_ROOT", h.Dir)
+	add("SCRIPT_NAME", sc.name)
+	add("SCRIPT_FILENAME", sc.file)
+	if sc.pathInfo != "" {
+		add("PATH_INFO", sc.pathInfo)
+		add("PATH_TRANSLATED", strings.TrimSuffix(h.Dir, "/")+sc.pathInfo)
+	}
+	add("CONTENT_LENGTH", strconv.FormatInt(length, 10))
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		add("CONTENT_TYPE", ct)
+	}
+	// php-cgi refuses requests without it (cgi.force_redirect); nginx's
+	// fastcgi_params sets it the same way.
+	add("REDIRECT_STATUS", "200")
+	if r.Host != "" {
+		add("HTTP_HOST", r.Host)
+	}
+	for k, vv := range r.Header {
+		if skipHeader[k] || !envableName(k) {
+			continue
+		}
+		add("HTTP_"+strings.ToUpper(strings.ReplaceAll(k, "-", "_")), strings.Join(vv, ", "))
+	}
+	return env
+}
+
+// envableName: names with "_" or other characters are dropped, as Apache
+// 2.4 does, because "X-User" and "X_User" would both become HTTP_X_USER.
+func envableName(k string) bool {
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return k != ""
+}
+
+// serverNamePort is SERVER_NAME and SERVER_PORT (RFC 3875 §4.1.14, §4.1.15).
+func serverNamePort(r *http.Request) (string, string) {
+	name, port, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		name, port = strings.Trim(r.Host, "[]"), ""
+	}
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if h, p, err := net.SplitHostPort(la.String()); err == nil {
+			if port == "" {
+				port = p
+			}
+			if name == "" {
+				name = h
+			}
+		}
+	}
+	if port == "" {
+		port = "80"
+		if r.TLS != nil {
+			port = "443"
+		}
+	}
+	return name, port
+}
