@@ -139,5 +139,6 @@ type buildError struct {
 	err error
 }
 
-func (e *buildError) Error() string { return "building the hello program: " + e.err.Error() + "\n" + e.out }
-
+func (e *buildError) Error() string {
+	return "building the hello program: " + e.err.Error() + "\n" + e.out
+}

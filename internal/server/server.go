@@ -16,8 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/suserve/suserve/internal/identity"
+	"github.com/suserve/suserve/internal/cell"
 	"github.com/suserve/suserve/internal/config"
+	"github.com/suserve/suserve/internal/identity"
 )
 
 // Version is the server's version, set at build time with -ldflags.
@@ -31,8 +32,9 @@ type Options struct {
 	Logger     *slog.Logger
 	Spawner    Spawner         // starts programs; see NewLocal
 	Identities identity.Source // resolves owner routes' users
+	Cells      *cell.Pool      // for the status page; nil when cells are off
 	StateDir   string          // expands {state}; must exist
-	Demo     *Demo        // the embedded demo, when the default configuration is served
+	Demo       *Demo           // the embedded demo, when the default configuration is served
 	// Notes are facts about how the server runs, shown on the status page
 	// and the demo's front page (e.g. "all programs run as alice").
 	Notes []string
