@@ -78,6 +78,11 @@ func run(d time.Duration, connList string) error {
 	} else {
 		return fmt.Errorf("os/exec: %w", err)
 	}
+	su, err := setuidRows(prog, d)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, su...)
 
 	setups, err := httpRows(dir, prog)
 	if err != nil {
@@ -130,7 +135,14 @@ func httpRows(dir, prog string) ([]target, error) {
 		return nil, err
 	}
 	ts = append(ts, t)
-	more, err := suserveRows(dir, prog)
+	// As root the in-process row above cannot run (programs never run as
+	// root): root's rows run the program as an identity, in-process and
+	// with privilege separation (privsep.go).
+	rows := suserveRows
+	if os.Geteuid() == 0 {
+		rows = privsepRows
+	}
+	more, err := rows(dir, prog)
 	if err != nil {
 		for _, t := range ts {
 			t.stop()

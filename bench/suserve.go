@@ -24,11 +24,11 @@ dir = %q
 		return nil, err
 	}
 	log := quietLogger()
-	local, ids, _, err := server.NewLocal(cfg, log)
+	launch, err := server.NewLocal(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: local, Identities: ids, StateDir: dir})
+	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: dir})
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@
 //
 //	suserve [serve] [-config FILE] [-listen ADDR]
 //	suserve check -config FILE
+//	suserve capacity [-config FILE]
+//	suserve passwd -file FILE [-delete] USER
 //	suserve version
 package main
 
@@ -30,6 +32,8 @@ func main() {
 const usage = `usage:
   suserve [serve] [-config FILE] [-listen ADDR]   run the server (the default)
   suserve check [-config FILE]                    report every problem in FILE, or summarise it
+  suserve capacity [-config FILE]                 the cell arithmetic and a size-versus-count table
+  suserve passwd -file FILE [-delete] USER        set (password from the terminal or stdin) or remove a user
   suserve version                                 print the version
 `
 
@@ -44,6 +48,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args, stdout, stderr)
 	case "check":
 		return check(args, stdout, stderr)
+	case "capacity":
+		return capacity(args, stdout, stderr)
+	case "passwd":
+		return passwd(args, os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, server.Software())
 		return 0
@@ -130,6 +138,13 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 // start opens the listeners, prepares the state directory and the demo, and
 // serves until ctx ends.
 func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string, log *slog.Logger, stdout io.Writer) error {
+	switch {
+	case isFront():
+		return runFront(ctx, cfg, log)
+	case os.Geteuid() == 0 && !demo:
+		// Nothing that parses network input runs as root: see privsep.go.
+		return runSpawner(ctx, cfg, listenKey, log)
+	}
 	ln, err := server.Listen(cfg.Server.Listen, listenKey)
 	if err != nil {
 		return err
@@ -151,7 +166,7 @@ func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string,
 
 	var d *server.Demo
 	if demo {
-		d = &server.Demo{Self: server.SelfName(), Cells: "not confined: cells are not enabled in this build"}
+		d = &server.Demo{Self: server.SelfName()}
 		if os.Geteuid() == 0 {
 			// As root the demo switches identities: static demo users with
 			// fresh passwords, never root itself.
@@ -166,11 +181,16 @@ func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string,
 			d.Admin = "http://" + admin.Addr().String() + "/"
 		}
 	}
-	local, ids, notes, err := server.NewLocal(cfg, log)
+	launch, err := server.NewLocal(cfg, log)
 	if err != nil {
 		return err
 	}
-	opts := server.Options{Logger: log, Spawner: local, Identities: ids, StateDir: state, Notes: notes, Demo: d}
+	defer launch.Close()
+	notes := launch.Notes
+	if d != nil {
+		d.Cells = notes[len(notes)-1]
+	}
+	opts := server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: state, Notes: notes, Demo: d}
 	srv, err := server.New(cfg, opts)
 	if err != nil {
 		return err

@@ -7,16 +7,17 @@ import (
 	"os/user"
 	"strconv"
 
+	"github.com/suserve/suserve/internal/cell"
 	"github.com/suserve/suserve/internal/cgi"
 	"github.com/suserve/suserve/internal/config"
 	"github.com/suserve/suserve/internal/identity"
 	"github.com/suserve/suserve/internal/spawn"
 )
 
-// Spawner starts programs as identities: spawn.Local in-process, or the
-// client of the privileged spawner.
+// Spawner starts programs as identities: spawn.Local in-process, or
+// spawn.Client, the front's side of the privileged spawner.
 type Spawner interface {
-	Start(ctx context.Context, s *spawn.Spec) (*spawn.Process, error)
+	Launch(ctx context.Context, s *spawn.Spec) (spawn.Started, error)
 }
 
 // gateway adapts a Spawner to the gateway's Launcher interface, with the
@@ -27,7 +28,7 @@ type gateway struct {
 }
 
 func (g gateway) Start(ctx context.Context, c *cgi.Command) (cgi.Process, error) {
-	p, err := g.spawn.Start(ctx, &spawn.Spec{
+	p, err := g.spawn.Launch(ctx, &spawn.Spec{
 		Path:     c.Path,
 		Args:     c.Args,
 		Env:      c.Env,
@@ -50,21 +51,36 @@ func (s *Server) launcherFor(mode string) cgi.Launcher {
 	return gateway{spawn: s.opts.Spawner, mode: mode}
 }
 
-// NewLocal builds the in-process launcher and the identity source for cfg,
-// and says how programs will run, for the log and the status page.
-func NewLocal(cfg *config.Config, log *slog.Logger) (*spawn.Local, identity.Source, []string, error) {
+// Launch is what runs programs for one server: the launcher, the identity
+// source it and the owner routes resolve names with, and the cell pool.
+type Launch struct {
+	Spawn      *spawn.Local
+	Identities identity.Source
+	Cells      *cell.Pool // nil when cells are off
+	Notes      []string   // how programs run, for the log and the status page
+	Close      func()     // stops the cell pool and removes its cells
+}
+
+// NewLocal builds the in-process launcher, the identity source and the cell
+// pool for cfg.
+func NewLocal(cfg *config.Config, log *slog.Logger) (*Launch, error) {
 	if err := CheckRunAs(cfg); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	ids, err := Identities(cfg, log)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
+	}
+	cells, pool, cellNote, closeCells, err := Cells(cfg, log)
+	if err != nil {
+		return nil, err
 	}
 	l := &spawn.Local{
 		Identities: ids,
 		UIDMin:     cfg.Identities.UIDMin,
 		GIDMin:     cfg.Identities.GIDMin,
 		PassEnv:    cfg.CGI.PassEnv,
+		Cells:      cells,
 	}
 	var notes []string
 	if os.Geteuid() == 0 {
@@ -72,7 +88,8 @@ func NewLocal(cfg *config.Config, log *slog.Logger) (*spawn.Local, identity.Sour
 	} else {
 		notes = append(notes, "programs run as "+SelfName()+", the server's own user: suserve was not started as root, so it does not switch identities")
 	}
-	return l, ids, notes, nil
+	notes = append(notes, cellNote)
+	return &Launch{Spawn: l, Identities: ids, Cells: pool, Notes: notes, Close: closeCells}, nil
 }
 
 // SelfName is the name of the user suserve runs as, or its uid.

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/suserve/suserve/internal/config"
+	"github.com/suserve/suserve/internal/server"
+)
+
+// The privilege-separation rows (root only): the hello program run as a
+// static identity (uid 61001) in its cell, by suserve in-process and by
+// suserve split into spawner and front (the built binary, started as a
+// child), each compared with the raw setuid spawn limit of the same run.
+const (
+	benchUID      = 61001 // a spare test uid (internal/testutil)
+	benchFrontUID = 61050 // the front's [server] user
+	setuidLimit   = "raw fork/exec+wait4 as uid 61001 (setuid limit)"
+)
+
+// setuidRows measures the raw limit of spawning as benchUID.
+func setuidRows(prog string, d time.Duration) ([]row, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	res, err := rawSpawn(prog, &syscall.Credential{Uid: benchUID, Gid: benchUID, Groups: []uint32{}}, d)
+	if err != nil {
+		return nil, fmt.Errorf("raw setuid spawn: %w", err)
+	}
+	return []row{{name: setuidLimit, res: res}}, nil
+}
+
+func bySetuidLimit(rows []row) *loadResult {
+	for i := range rows {
+		if rows[i].name == setuidLimit {
+			return &rows[i].res
+		}
+	}
+	return nil
+}
+
+// benchCells is the cell backend of the identity rows: BENCH_CELLS, or
+// "auto". "none" shows the cost of the boundary alone.
+func benchCells() string {
+	if b := os.Getenv("BENCH_CELLS"); b != "" {
+		return b
+	}
+	return "auto"
+}
+
+// privsepConfig serves dir's programs as benchUID through an account route.
+func privsepConfig(addr, dir, cellsRoot string) string {
+	return fmt.Sprintf(`[server]
+listen = %q
+user = "%d"
+
+[identities]
+source = "static"
+
+[[identities.static]]
+name = "bench"
+uid = %d
+gid = %d
+home = "/nonexistent"
+
+[cells]
+root = %q
+backend = %q
+
+[[route]]
+path = "/cgi-bin/"
+dir = %q
+run_as = "account"
+account = "bench"
+`, addr, benchFrontUID, benchUID, benchUID, cellsRoot, benchCells(), dir)
+}
+
+// privsepRows are the rows suserve's root mode adds: in-process as
+// benchUID, and with privilege separation. prog is copied to a directory
+// of its own, owned by benchUID as an account route requires.
+func privsepRows(dir, prog string) ([]target, error) {
+	pdir := filepath.Join(dir, "privsep")
+	if err := os.Mkdir(pdir, 0o755); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(prog)
+	if err != nil {
+		return nil, err
+	}
+	hello := filepath.Join(pdir, "hello")
+	if err := os.WriteFile(hello, b, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Chown(hello, benchUID, benchUID); err != nil {
+		return nil, err
+	}
+	url := "/cgi-bin/hello"
+
+	// In-process: the bench's own process is the (root) server.
+	cfg, err := config.Parse([]byte(privsepConfig("127.0.0.1:0", pdir, "suserve-bench-inprocess")), "(bench)")
+	if err != nil {
+		return nil, err
+	}
+	log := quietLogger()
+	launch, err := server.NewLocal(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: dir})
+	if err != nil {
+		launch.Close()
+		return nil, err
+	}
+	in, err := serve("suserve in-process, uid 61001, cells "+benchCells(), srv.Handler(), url)
+	if err != nil {
+		launch.Close()
+		return nil, err
+	}
+	stopIn := in.stop
+	in.stop = func() { stopIn(); launch.Close() }
+	in.base = bySetuidLimit
+
+	ps, err := startPrivsep(dir, pdir, url)
+	if err != nil {
+		in.stop()
+		return nil, err
+	}
+	return []target{in, ps}, nil
+}
+
+// startPrivsep builds suserve and starts it as a child, which splits into
+// spawner and front.
+func startPrivsep(dir, pdir, url string) (target, error) {
+	bin := filepath.Join(dir, "suserve")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/suserve/suserve/cmd/suserve").CombinedOutput(); err != nil {
+		return target{}, &buildError{err: err, out: string(out)}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return target{}, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	file := filepath.Join(dir, "privsep.toml")
+	if err := os.WriteFile(file, []byte(privsepConfig(addr, pdir, "suserve-bench-privsep")), 0o644); err != nil {
+		return target{}, err
+	}
+	cmd := exec.Command(bin, "serve", "-config", file)
+	// Its log goes to /dev/null itself: a pipe to the bench would add a
+	// copy per access-log line that the in-process row does not pay.
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return target{}, err
+	}
+	defer null.Close()
+	cmd.Stdout, cmd.Stderr = null, null
+	if v := os.Getenv("BENCH_PRIVSEP_GOMAXPROCS"); v != "" {
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+v)
+	}
+	if name := os.Getenv("BENCH_PRIVSEP_LOG"); name != "" {
+		// The server's log, for a row with errors.
+		f, err := os.Create(name)
+		if err != nil {
+			return target{}, err
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	if err := cmd.Start(); err != nil {
+		return target{}, err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	full := "http://" + addr + url
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(full)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		select {
+		case <-done:
+			return target{}, fmt.Errorf("suserve with privilege separation exited: %v", cmd.ProcessState)
+		default:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return target{}, fmt.Errorf("suserve with privilege separation does not serve: %w", err)
+		}
+	}
+	return target{name: "suserve privsep, uid 61001, cells " + benchCells(), url: full, stop: stop, base: bySetuidLimit}, nil
+}

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/suserve/suserve/internal/config"
+	"github.com/suserve/suserve/internal/identity"
+	"github.com/suserve/suserve/internal/server"
+	"github.com/suserve/suserve/internal/spawn"
+)
+
+// Started as root, suserve splits in two (DESIGN.md "The privilege
+// boundary"): this process opens the listeners, becomes the spawner and
+// re-executes itself as the front under [server] user, which serves HTTP
+// and asks the spawner for every program. These variables tell the front
+// what it is and what it inherited.
+const (
+	envFront    = "SUSERVE_FRONT"     // "1" in the front
+	envState    = "SUSERVE_STATE_DIR" // the state directory the spawner prepared
+	envAdmin    = "SUSERVE_ADMIN"     // "1" when fd 5 is the admin listener
+	envNotes    = "SUSERVE_NOTES"     // how programs run, one note a line
+	frontListen = spawn.FrontBootFD + 1
+	frontAdmin  = spawn.FrontBootFD + 2
+)
+
+func isFront() bool { return os.Getenv(envFront) == "1" }
+
+// frontCredential resolves [server] user: an account of the system, or a
+// bare uid (the front then runs as uid:uid with no other groups), which
+// serves hosts and tests that have no account for it.
+func frontCredential(name string) (*syscall.Credential, error) {
+	var cred *syscall.Credential
+	u, err := user.Lookup(name)
+	switch {
+	case err == nil:
+		uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+		gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("[server] user %q: uid %q gid %q", name, u.Uid, u.Gid)
+		}
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		gids, err := u.GroupIds()
+		if err != nil {
+			return nil, fmt.Errorf("[server] user %q: groups: %w", name, err)
+		}
+		for _, g := range gids {
+			n, err := strconv.ParseUint(g, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("[server] user %q: group %q", name, g)
+			}
+			cred.Groups = append(cred.Groups, uint32(n))
+		}
+	default:
+		n, perr := strconv.ParseUint(name, 10, 32)
+		if perr != nil {
+			return nil, fmt.Errorf("[server] user %q, the account the front runs as when suserve starts as root, does not exist (%v): create it (useradd --system %s) or name another", name, err, name)
+		}
+		cred = &syscall.Credential{Uid: uint32(n), Gid: uint32(n), Groups: []uint32{}}
+	}
+	if cred.Uid == 0 || cred.Gid == 0 {
+		return nil, fmt.Errorf("[server] user %q is uid %d gid %d: the front never runs as root", name, cred.Uid, cred.Gid)
+	}
+	for _, g := range cred.Groups {
+		if g == 0 {
+			return nil, fmt.Errorf("[server] user %q is in group 0: the front never holds root's group", name)
+		}
+	}
+	return cred, nil
+}
+
+// runSpawner is start for a server started as root with a configuration
+// file: the listeners stay here, the front runs as [server] user.
+func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *slog.Logger) error {
+	cred, err := frontCredential(cfg.Server.User)
+	if err != nil {
+		return err
+	}
+	ln, err := server.Listen(cfg.Server.Listen, listenKey)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	files, err := listenerFiles(ln)
+	if err != nil {
+		return err
+	}
+	env := append(frontEnv(), envFront+"=1")
+	if cfg.Server.AdminListen != "" {
+		admin, err := server.Listen(cfg.Server.AdminListen, "[server] admin_listen")
+		if err != nil {
+			return err
+		}
+		defer admin.Close()
+		af, err := listenerFiles(admin)
+		if err != nil {
+			return err
+		}
+		files = append(files, af...)
+		env = append(env, envAdmin+"=1")
+	}
+	defer closeFiles(files)
+	state, cleanup, err := server.PrepareState(cfg.Server.StateDir)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	// The front resolves scripts beneath {state} routes: it may search the
+	// directory, not list or change it.
+	if err := os.Chmod(state, 0o711); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	launch, err := server.NewLocal(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer launch.Close()
+	notes := append([]string{fmt.Sprintf("privilege separation: HTTP is served by a front running as %s (uid %d); programs are started by the spawner (pid %d), which alone holds root and the cells", cfg.Server.User, cred.Uid, os.Getpid())}, launch.Notes...)
+	env = append(env, envState+"="+state, envNotes+"="+strings.Join(notes, "\n"))
+
+	sp := &spawn.Spawner{Local: launch.Spawn, Routes: routeResolver(cfg, state, launch.Identities), FrontUID: cred.Uid, Log: log}
+	sup := &spawn.Supervisor{
+		Spawner: sp,
+		Args:    []string{os.Args[0], "serve", "-config", cfg.File},
+		Env:     env,
+		Files:   files,
+		Cred:    cred,
+		Stdout:  os.Stdout,
+		Stderr:  os.Stderr,
+		Log:     log,
+		Drain:   cfg.Server.ShutdownTimeout.D() + frontGrace,
+	}
+	log.Info("suserve listening", "addr", "http://"+ln.Addr().String()+"/", "config", displayName(cfg.File), "state_dir", state, "front_user", cfg.Server.User)
+	return sup.Run(ctx)
+}
+
+// frontGrace is what a draining front gets beyond shutdown_timeout to
+// report and exit.
+const frontGrace = 5 * time.Second
+
+// frontEnv is the spawner's environment without the variables that steer
+// the front.
+func frontEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "SUSERVE_") && !strings.HasPrefix(kv, "SUSERVE_TEST") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func listenerFiles(ln net.Listener) ([]*os.File, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("listener %s is a %T, not TCP", ln.Addr(), ln)
+	}
+	f, err := tl.File()
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: %w", ln.Addr(), err)
+	}
+	return []*os.File{f}, nil
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+// routeResolver is the spawner's own view of the routes: for the route
+// path a front names (with {user} filled in on owner routes) and an
+// identity, the directory programs must lie beneath and the run-as mode,
+// or the refusal.
+func routeResolver(cfg *config.Config, state string, ids identity.Source) spawn.RouteFunc {
+	routes := cfg.Routes
+	return func(route, id string) (string, string, error) {
+		for _, r := range routes {
+			user, prefix, rest, ok := r.Match(route)
+			if !ok || prefix != route || rest != "" {
+				continue
+			}
+			switch r.RunAs {
+			case config.RunAsAccount:
+				if id != r.Account {
+					return "", "", &spawn.Failure{Kind: spawn.RouteIdentity, Detail: fmt.Sprintf("route %s runs programs as %s, not as %q", r.Path, r.Account, id), Exit: -1}
+				}
+				return r.ExpandDir(state, "", ""), spawn.ModeAccount, nil
+			case config.RunAsAuthenticated:
+				// Who authenticated is the front's to decide; the spawner
+				// holds it to the identities policy allows.
+				return r.ExpandDir(state, "", ""), spawn.ModeAuthenticated, nil
+			case config.RunAsOwner:
+				if id != user {
+					return "", "", &spawn.Failure{Kind: spawn.RouteIdentity, Detail: fmt.Sprintf("route %s runs programs as the user its path names, %s, not as %q", route, user, id), Exit: -1}
+				}
+				who, err := ids.Lookup(user)
+				if err != nil {
+					return "", "", err
+				}
+				return r.ExpandDir(state, user, who.Home), spawn.ModeOwner, nil
+			default:
+				return "", "", &spawn.Failure{Kind: spawn.RouteIdentity, Detail: fmt.Sprintf("route %s runs programs as the server's own user, which is root here", r.Path), Exit: -1}
+			}
+		}
+		return "", "", &spawn.Failure{Kind: spawn.UnknownRoute, Detail: fmt.Sprintf("no route is %q", route), Exit: -1}
+	}
+}
+
+// runFront is start in the front: the normal server, with the listeners
+// the spawner opened and the spawner's client as its launcher.
+func runFront(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	client, err := spawn.ConnectFront(os.NewFile(spawn.FrontBootFD, "spawner"))
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ln, err := net.FileListener(os.NewFile(frontListen, "listener"))
+	if err != nil {
+		return fmt.Errorf("the inherited listener: %w", err)
+	}
+	var admin net.Listener
+	if os.Getenv(envAdmin) == "1" {
+		if admin, err = net.FileListener(os.NewFile(frontAdmin, "admin listener")); err != nil {
+			return fmt.Errorf("the inherited admin listener: %w", err)
+		}
+	}
+	ids, err := server.Identities(cfg, log)
+	if err != nil {
+		return err
+	}
+	notes := strings.Split(os.Getenv(envNotes), "\n")
+	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: client, Identities: ids, StateDir: os.Getenv(envState), Notes: notes})
+	if err != nil {
+		return err
+	}
+	// Without the spawner nothing can run: stop, and let it start a new
+	// front (or, when it is gone, the parent-death signal ends this one).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-client.Done():
+			log.Error("the spawner is gone: the front stops", "err", fmt.Sprint(client.Err()))
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	log.Info("front serving", "pid", os.Getpid(), "uid", os.Getuid(), "addr", "http://"+ln.Addr().String()+"/")
+	if err := srv.Serve(ctx, ln, admin); err != nil {
+		return err
+	}
+	select {
+	case <-client.Done():
+		return errors.New("the spawner is gone")
+	default:
+	}
+	return nil
+}

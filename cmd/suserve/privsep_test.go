@@ -1,0 +1,652 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/suserve/suserve/internal/config"
+	"github.com/suserve/suserve/internal/server"
+	"github.com/suserve/suserve/internal/spawn"
+	"github.com/suserve/suserve/internal/testutil"
+)
+
+// binary is suserve built once for the end-to-end tests, which run it as
+// root and watch it split into spawner and front.
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	if os.Geteuid() == 0 {
+		dir, err := os.MkdirTemp("", "suserve-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binary = filepath.Join(dir, "suserve")
+		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building suserve: %v\n%s", err, out)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// frontUID is the front's [server] user, given as a bare uid: the tests
+// create no accounts.
+const frontUID = 61050
+
+// instance is suserve started as root from the built binary.
+type instance struct {
+	t    *testing.T
+	dir  string
+	addr string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startSuserve writes a configuration with one route of two programs,
+// hello and slow, run as alice, and starts suserve on a free loopback
+// port. It returns once the front answers.
+func startSuserve(t *testing.T, cells string) *instance {
+	t.Helper()
+	testutil.RequireRoot(t)
+	// The front reads the configuration as its own user: every directory
+	// on the way must let it through.
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cgi := filepath.Join(dir, "cgi")
+	if err := os.Mkdir(cgi, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{
+		"hello": "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello %s\\n' \"$(id -u)\"\n",
+		// The header block, then its pid in the body, then it waits.
+		"slow": "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' $$\nexec sleep 300\n",
+	} {
+		p := filepath.Join(cgi, name)
+		if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, testutil.AliceUID, testutil.AliceUID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	conf := fmt.Sprintf(`[server]
+listen = %q
+user = "%d"
+shutdown_timeout = "2s"
+
+[identities]
+source = "static"
+
+[[identities.static]]
+name = "alice"
+uid = %d
+gid = %d
+home = "/nonexistent"
+
+[cells]
+%s
+
+[[route]]
+path = "/cgi-bin/"
+dir = %q
+run_as = "account"
+account = "alice"
+`, addr, frontUID, testutil.AliceUID, testutil.AliceUID, cells, cgi)
+	file := filepath.Join(dir, "suserve.toml")
+	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{t: t, dir: dir, addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
+	in.cmd = exec.Command(binary, "serve", "-config", file)
+	in.cmd.Stdout, in.cmd.Stderr = in.log, in.log
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { in.cmd.Wait(); close(in.done) }()
+	t.Cleanup(func() {
+		in.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-in.done:
+		case <-time.After(15 * time.Second):
+			in.cmd.Process.Kill()
+			<-in.done
+		}
+		if t.Failed() {
+			t.Logf("suserve's log:\n%s", in.log.String())
+		}
+	})
+	in.waitServing(10 * time.Second)
+	return in
+}
+
+// get requests path on a new connection.
+func (in *instance) get(path string, timeout time.Duration) (string, error) {
+	c := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + in.addr + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return string(b), fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	return string(b), err
+}
+
+// waitServing polls the port until a program runs through it.
+func (in *instance) waitServing(within time.Duration) {
+	in.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		out, err := in.get("/cgi-bin/hello", time.Second)
+		if err == nil {
+			if want := fmt.Sprintf("hello %d\n", testutil.AliceUID); out != want {
+				in.t.Fatalf("hello says %q, want %q", out, want)
+			}
+			return
+		}
+		select {
+		case <-in.done:
+			in.t.Fatalf("suserve exited: %v\n%s", in.cmd.ProcessState, in.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			in.t.Fatalf("suserve does not serve within %v: %v\n%s", within, err, in.log.String())
+		}
+	}
+}
+
+// children are the processes whose parent is pid and whose uid is uid.
+func children(pid, uid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st := status(p)
+		if st["PPid"] == strconv.Itoa(pid) && strings.Fields(st["Uid"] + " x")[0] == strconv.Itoa(uid) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// status is /proc/pid/status as a map; empty when pid is gone.
+func status(pid int) map[string]string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	m := map[string]string{}
+	if err != nil {
+		return m
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
+
+func (in *instance) front() int {
+	in.t.Helper()
+	fs := children(in.cmd.Process.Pid, frontUID)
+	if len(fs) != 1 {
+		in.t.Fatalf("fronts %v, want one", fs)
+	}
+	return fs[0]
+}
+
+// gone waits until pid has exited (pidfd readable) and is no longer a
+// live process.
+func gone(t *testing.T, pid int, within time.Duration) {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(within/time.Millisecond))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			t.Fatalf("process %d still runs after %v (%v)", pid, within, err)
+		}
+		return
+	}
+}
+
+// socketOwners are the pids holding the socket with inode ino.
+func socketOwners(ino string) []int {
+	var out []int
+	want := "socket:[" + ino + "]"
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+		for _, fd := range fds {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p, fd.Name())); l == want {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// serverSocket is the inode of the server's end of the TCP connection from
+// local to remote (/proc/net/tcp, addresses in the kernel's hex form).
+func serverSocket(t *testing.T, client net.Conn) string {
+	t.Helper()
+	hex := func(a net.Addr) string {
+		ta := a.(*net.TCPAddr)
+		ip := ta.IP.To4()
+		return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ta.Port)
+	}
+	local, remote := hex(client.RemoteAddr()), hex(client.LocalAddr())
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fs := strings.Fields(s.Text())
+		if len(fs) > 9 && fs[1] == local && fs[2] == remote {
+			return fs[9]
+		}
+	}
+	t.Fatalf("no server socket for %s in /proc/net/tcp", client.LocalAddr())
+	return ""
+}
+
+func TestTheProcessThatAcceptsConnectionsHoldsNoPrivilege(t *testing.T) {
+	in := startSuserve(t, `backend = "auto"
+root = "suserve-privsep-test"`)
+	front := in.front()
+	st := status(front)
+	for k, want := range map[string]string{"CapEff": "0000000000000000", "CapPrm": "0000000000000000", "NoNewPrivs": "1"} {
+		if st[k] != want {
+			t.Errorf("front %s = %q, want %q", k, st[k], want)
+		}
+	}
+	for _, k := range []string{"Uid", "Gid"} {
+		for _, v := range strings.Fields(st[k]) {
+			if v != strconv.Itoa(frontUID) {
+				t.Errorf("front %s = %q, want %d throughout", k, st[k], frontUID)
+			}
+		}
+	}
+	if g := st["Groups"]; g != "" {
+		t.Errorf("front groups %q, want none", g)
+	}
+
+	// The server's end of an accepted connection is held by the front
+	// alone.
+	c, err := net.Dial("tcp", in.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /cgi-bin/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		t.Fatalf("slow program's pid: %v", err)
+	}
+	prog, _ := strconv.Atoi(strings.TrimSpace(line))
+	owners := socketOwners(serverSocket(t, c))
+	if len(owners) != 1 || owners[0] != front {
+		t.Fatalf("the accepted connection is held by %v, want only the front %d", owners, front)
+	}
+
+	// The program's cell files: root's to write, not the front's.
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", prog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tried int
+	for _, l := range strings.Split(strings.TrimSpace(string(cg)), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 || !strings.Contains(parts[2], "suserve-privsep-test") {
+			continue
+		}
+		ctrl := parts[1]
+		if ctrl == "" {
+			ctrl = "unified"
+		}
+		ctrl = strings.TrimPrefix(ctrl, "name=")
+		dir := filepath.Join("/sys/fs/cgroup", ctrl, parts[2])
+		for _, name := range []string{"cgroup.procs", "tasks", "memory.limit_in_bytes", "pids.max", "cgroup.kill"} {
+			p := filepath.Join(dir, name)
+			if _, err := os.Stat(p); err != nil {
+				continue
+			}
+			tried++
+			sh := exec.Command("/bin/sh", "-c", `echo 1 > "$0"`, p)
+			sh.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: frontUID, Gid: frontUID, Groups: []uint32{}}}
+			if out, err := sh.CombinedOutput(); err == nil {
+				t.Errorf("the front's uid can write %s (%s)", p, out)
+			}
+		}
+	}
+	t.Logf("the front cannot write any of %d cell files", tried)
+	if tried == 0 {
+		t.Logf("the program is in no cell of this test (%s): cells are off on this host", strings.TrimSpace(string(cg)))
+	}
+}
+
+// TestKillingTheFrontLosesOnlyItsRequests kills the front while long
+// requests run: a new front serves within 2 s, the old programs are gone,
+// and a client connecting throughout never finds the port closed.
+func TestKillingTheFrontLosesOnlyItsRequests(t *testing.T) {
+	in := startSuserve(t, `backend = "none"`)
+	old := in.front()
+	const n = 8
+	var pids []int
+	var conns []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", in.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /cgi-bin/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(line))
+		pids, conns = append(pids, pid), append(conns, c)
+	}
+
+	// The prober connects again and again, before, during and after.
+	stop := make(chan struct{})
+	var ok, failed, refused atomic.Int64
+	served := make(chan struct{}, 1<<16) // one token per successful probe
+	var probeWG sync.WaitGroup
+	probeWG.Add(1)
+	go func() {
+		defer probeWG.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := in.get("/cgi-bin/hello", 5*time.Second)
+			switch {
+			case err == nil:
+				ok.Add(1)
+				select {
+				case served <- struct{}{}:
+				default:
+				}
+			case errors.Is(err, syscall.ECONNREFUSED):
+				refused.Add(1)
+			default:
+				failed.Add(1)
+			}
+		}
+	}()
+	select {
+	case <-served:
+	case <-in.done:
+		t.Fatal("suserve exited")
+	}
+
+	killed := time.Now()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	gone(t, old, 2*time.Second)
+	// A new front serves within 2 s of the kill: drain the tokens of
+	// probes the old front served, then wait for a new one.
+	for len(served) > 0 {
+		<-served
+	}
+	select {
+	case <-served:
+	case <-time.After(2*time.Second - time.Since(killed)):
+		t.Fatalf("no request served within 2 s of killing the front\n%s", in.log.String())
+	}
+	if f := in.front(); f == old {
+		t.Fatalf("the front is still %d", old)
+	}
+	// The prober goes on through the new front for a while.
+	for range 10 {
+		select {
+		case <-served:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the new front stopped serving")
+		}
+	}
+	close(stop)
+	probeWG.Wait()
+	for _, pid := range pids {
+		gone(t, pid, 2*time.Second)
+	}
+	// The in-flight requests lost their connection.
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("an in-flight request's connection: %v", err)
+		}
+	}
+	if refused.Load() != 0 {
+		t.Errorf("the listening socket refused %d connections", refused.Load())
+	}
+	if failed.Load() > 1 {
+		t.Errorf("%d probe requests failed (at most the one in flight may)", failed.Load())
+	}
+	t.Logf("probe: %d ok, %d failed, %d refused; new front after %v", ok.Load(), failed.Load(), refused.Load(), time.Since(killed))
+}
+
+func TestKillingTheSpawnerEndsTheFrontAndItsPrograms(t *testing.T) {
+	in := startSuserve(t, `backend = "none"`)
+	front := in.front()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+in.addr+"/cgi-bin/slow", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, _ := strconv.Atoi(strings.TrimSpace(line))
+	if err := in.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-in.done
+	gone(t, front, 2*time.Second)
+	gone(t, prog, 2*time.Second)
+}
+
+func TestSIGTERMDrainsTheFrontThenStops(t *testing.T) {
+	in := startSuserve(t, `backend = "none"`)
+	front := in.front()
+	if err := in.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-in.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("suserve did not stop within 10 s of SIGTERM")
+	}
+	if !in.cmd.ProcessState.Success() {
+		t.Errorf("suserve ended %v", in.cmd.ProcessState)
+	}
+	gone(t, front, time.Second)
+	if log := in.log.String(); !strings.Contains(log, "the front drains") || !strings.Contains(log, "front stopped") {
+		t.Errorf("the log does not show the drain:\n%s", log)
+	}
+}
+
+func TestFrontUserMustNotBeRoot(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"root", "never runs as root"},
+		{"0", "never runs as root"},
+		{"no-such-account-here", "does not exist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := frontCredential(tc.name)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("frontCredential(%q): %v, want %q", tc.name, err, tc.want)
+			}
+		})
+	}
+	cred, err := frontCredential("61050")
+	if err != nil || cred.Uid != 61050 || cred.Gid != 61050 || len(cred.Groups) != 0 {
+		t.Fatalf("a bare uid: %+v %v", cred, err)
+	}
+}
+
+func TestSpawnerResolvesRoutesFromItsOwnConfiguration(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+[auth]
+mode = "proxy"
+proxy_header = "X-Remote-User"
+proxy_trusted = ["127.0.0.1"]
+
+[identities]
+source = "static"
+
+[[identities.static]]
+name = "alice"
+uid = 61001
+gid = 61001
+home = "/home/alice"
+
+[[identities.static]]
+name = "svc"
+uid = 61002
+gid = 61002
+
+[[route]]
+path = "/acct/"
+dir = "{state}/acct"
+run_as = "account"
+account = "svc"
+
+[[route]]
+path = "/auth/"
+dir = "/srv/auth"
+run_as = "authenticated"
+
+[[route]]
+path = "/~{user}/cgi-bin/"
+dir = "{home}/public_html/cgi-bin"
+run_as = "owner"
+`), "(test)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := server.Identities(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolve := routeResolver(cfg, "/var/lib/suserve", ids)
+	for _, tc := range []struct {
+		name, route, id string
+		dir, mode       string
+		refused         spawn.Cause
+	}{
+		{"account route as its account", "/acct/", "svc", "/var/lib/suserve/acct", spawn.ModeAccount, 0},
+		{"account route as another identity", "/acct/", "alice", "", "", spawn.RouteIdentity},
+		{"authenticated route", "/auth/", "alice", "/srv/auth", spawn.ModeAuthenticated, 0},
+		{"owner route as the user it names", "/~alice/cgi-bin/", "alice", "/home/alice/public_html/cgi-bin", spawn.ModeOwner, 0},
+		{"owner route as another user", "/~alice/cgi-bin/", "svc", "", "", spawn.RouteIdentity},
+		{"owner route naming an unknown user", "/~mallory/cgi-bin/", "mallory", "", "", 0},
+		{"a route that is only a prefix of one", "/acct/sub/", "svc", "", "", spawn.UnknownRoute},
+		{"no such route", "/nowhere/", "svc", "", "", spawn.UnknownRoute},
+		{"a route path with ..", "/~../cgi-bin/", "..", "", "", spawn.UnknownRoute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, mode, err := resolve(tc.route, tc.id)
+			if tc.dir != "" {
+				if err != nil || dir != tc.dir || mode != tc.mode {
+					t.Fatalf("got %q %q %v, want %q %q", dir, mode, err, tc.dir, tc.mode)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("got %q %q, want a refusal", dir, mode)
+			}
+			var f *spawn.Failure
+			if tc.refused != 0 && (!errors.As(err, &f) || f.Kind != tc.refused) {
+				t.Fatalf("error %v, want cause %q", err, tc.refused)
+			}
+		})
+	}
+}

@@ -1,0 +1,296 @@
+package spawn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Refusals that only the spawner makes: a request that names no route the
+// spawner knows, an identity the route does not run as, or a message it
+// could not read. They are policy refusals (403).
+const (
+	UnknownRoute  Cause = iota + 150 // the route path is none of the configuration's routes
+	RouteIdentity                    // the route does not run programs as this identity
+	BadMessage                       // the message was malformed (size, shape, descriptors)
+)
+
+func init() {
+	causeNames[UnknownRoute] = "refused: unknown route"
+	causeNames[RouteIdentity] = "refused: identity not allowed on route"
+	causeNames[BadMessage] = "refused: malformed message"
+}
+
+// RouteFunc finds, in the spawner's own configuration, the directory and
+// run-as mode for a request on route (the route path the front matched,
+// with {user} filled in for owner routes) as identity. It also decides
+// whether the route may run programs as identity at all (an account
+// route only as its account, an owner route only as the user the path
+// names). It returns a *Failure for a refusal.
+type RouteFunc func(route, identity string) (dir, mode string, err error)
+
+// Spawner is the privileged side of the boundary: it reads spawn requests
+// from one front, checks each against its own configuration and policy,
+// starts the program with Local, and reports how it ended. Nothing the
+// front computed is used except the names it sends; the route directory
+// and mode come from Routes, the identity from Local's source.
+type Spawner struct {
+	Local    *Local
+	Routes   RouteFunc
+	FrontUID uint32 // the uid the front runs as: the peer must have it (SO_PEERCRED)
+	Log      *slog.Logger
+
+	handles atomic.Uint64
+}
+
+// PeerError is a connection whose other end is not the front.
+type PeerError struct {
+	UID, Want uint32
+	PID       int32
+}
+
+func (e *PeerError) Error() string {
+	return fmt.Sprintf("spawner connection from pid %d uid %d, and the front runs as uid %d: refused", e.PID, e.UID, e.Want)
+}
+
+func (e *PeerError) Unwrap() error { return ErrWrongPeer }
+
+// frontConn is the state of one front's connection.
+type frontConn struct {
+	s    *Spawner
+	c    *net.UnixConn
+	log  *slog.Logger
+	mu   sync.Mutex
+	live map[uint64]*Process // started and not yet killed by the front
+	done bool
+	// ctx ends when the front is gone: a request still waiting for a cell
+	// gives up, and (as Start's ctx) every program is killed.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Serve serves one front on c until the front closes it (or dies) or ctx
+// ends, then kills every program it started for that front and returns.
+// It closes c. A peer whose uid is not FrontUID is refused before any
+// message is read (*PeerError).
+func (s *Spawner) Serve(ctx context.Context, c *net.UnixConn) error {
+	defer c.Close()
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cred, err := PeerCred(c)
+	if err != nil {
+		return fmt.Errorf("spawner: SO_PEERCRED: %w", err)
+	}
+	if cred.Uid != s.FrontUID {
+		err := &PeerError{UID: cred.Uid, Want: s.FrontUID, PID: cred.Pid}
+		log.Error("spawner refused a connection", "cause", err.Error())
+		return err
+	}
+	fc := &frontConn{s: s, c: c, log: log.With("front_pid", cred.Pid), live: map[uint64]*Process{}}
+	fc.ctx, fc.cancel = context.WithCancel(context.Background())
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	err = fc.read()
+	fc.closeAll()
+	if errors.Is(err, errClosed) || ctx.Err() != nil {
+		err = nil
+	}
+	return err
+}
+
+func (fc *frontConn) read() error {
+	buf, oob := newBuffers()
+	for {
+		m, err := readMessage(fc.c, buf, oob)
+		if err != nil {
+			var me *MessageError
+			if !errors.As(err, &me) {
+				if errors.Is(err, net.ErrClosed) {
+					return errClosed
+				}
+				return err
+			}
+			fc.log.Warn("spawner refused a message", "cause", err.Error())
+			fc.refuse(me.ID, &Failure{Kind: BadMessage, Detail: err.Error(), Exit: -1, Err: err})
+			continue
+		}
+		switch m.Kind {
+		case KindSpawn:
+			// One goroutine per request: a request that waits for a cell
+			// (or a slow fork) holds up no other.
+			fc.wg.Add(1)
+			go func() {
+				defer fc.wg.Done()
+				fc.spawn(m)
+			}()
+		case KindKill:
+			// Killing a cell's request group can take milliseconds
+			// (freeze, kill, thaw on cgroup v1): not on the reader.
+			fc.wg.Add(1)
+			go func() {
+				defer fc.wg.Done()
+				fc.kill(m.Kill.Handle)
+			}()
+		default:
+			m.Close()
+			err := &MessageError{Kind: m.Kind, Err: ErrUnknownKind, Detail: "not a message the front sends"}
+			fc.log.Warn("spawner refused a message", "cause", err.Error())
+			fc.refuse(0, &Failure{Kind: BadMessage, Detail: err.Error(), Exit: -1, Err: err})
+		}
+	}
+}
+
+func (fc *frontConn) send(m *Message) {
+	if err := writeMessage(fc.c, m); err != nil && !errors.Is(err, net.ErrClosed) {
+		fc.log.Warn("spawner cannot write to the front", "kind", m.Kind.String(), "err", err.Error())
+	}
+}
+
+// refuse answers request id with err's diagnosis.
+func (fc *frontConn) refuse(id uint64, err error) {
+	r := &Refusal{ID: id, Status: 502, CauseText: "launch failed", Detail: err.Error()}
+	var f *Failure
+	var d interface {
+		Cause() string
+		HTTPStatus() int
+	}
+	switch {
+	case errors.As(err, &f):
+		r.Cause, r.CauseText, r.Status, r.Path, r.Detail = f.Kind, f.Kind.String(), uint16(f.HTTPStatus()), f.Path, f.Detail
+	case errors.As(err, &d):
+		r.CauseText, r.Status = d.Cause(), uint16(d.HTTPStatus())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		r.CauseText, r.Status = "canceled", 503
+	}
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		r.RetryAfter = ra.RetryAfter()
+	}
+	fc.send(&Message{Kind: KindRefused, Refused: r})
+}
+
+// spawn carries out one request. The request's descriptors are the
+// program's stdin, stdout and stderr; they are closed once the program has
+// them.
+func (fc *frontConn) spawn(m *Message) {
+	defer m.Close()
+	r := m.Spawn
+	spec, err := fc.spec(r, m.FDs)
+	if err != nil {
+		fc.log.Warn("spawner refused a request", "route", r.Route, "identity", r.Identity, "program", r.Path, "cause", err.Error())
+		fc.refuse(r.ID, err)
+		return
+	}
+	// The program's lifetime is the front's, not the request's: the front
+	// kills it with a kill message, and its death kills everything.
+	p, err := fc.s.Local.Start(fc.ctx, spec)
+	if err != nil {
+		fc.log.Info("spawner did not start a program", "route", r.Route, "identity", r.Identity, "program", r.Path, "cause", err.Error())
+		fc.refuse(r.ID, err)
+		return
+	}
+	started := time.Now()
+	h := fc.s.handles.Add(1)
+	fc.mu.Lock()
+	if fc.done {
+		fc.mu.Unlock()
+		p.Kill()
+		_ = p.Wait()
+		return
+	}
+	fc.live[h] = p
+	fc.mu.Unlock()
+	fc.send(&Message{Kind: KindStarted, Started: &StartedReply{ID: r.ID, Handle: h, Pid: int32(p.Pid())}})
+	// The report follows the reply: both go out on this goroutine.
+	werr := p.Wait()
+	x := &ExitReport{Handle: h, Exit: 0, Runtime: time.Since(started)}
+	var f *Failure
+	if errors.As(werr, &f) {
+		x.Cause, x.Exit, x.Signal, x.Killed, x.Cell, x.Detail = f.Kind, int32(f.Exit), int32(f.Signal), f.Killed, f.Cell, f.Detail
+	} else if werr != nil {
+		x.Cause, x.Exit, x.Detail = ExecFailed, -1, werr.Error()
+	}
+	fc.send(&Message{Kind: KindExited, Exited: x})
+}
+
+// spec builds the Spec from the request's names and the spawner's own
+// configuration.
+func (fc *frontConn) spec(r *SpawnRequest, fds []*os.File) (*Spec, error) {
+	if fc.s.Routes == nil {
+		return nil, refuse(UnknownRoute, r.Path, "the spawner has no routes")
+	}
+	dir, mode, err := fc.s.Routes(r.Route, r.Identity)
+	if err != nil {
+		var f *Failure
+		if errors.As(err, &f) {
+			return nil, err
+		}
+		return nil, &Failure{Kind: UnknownRoute, Path: r.Path, Detail: err.Error(), Exit: -1, Err: err}
+	}
+	// The working directory is the program's own or one beneath the
+	// route's directory: the front does not get to choose where a program
+	// starts.
+	if r.Dir != "" {
+		if !filepath.IsAbs(r.Dir) || hasDotDot(r.Dir) {
+			return nil, refuse(DotDot, r.Dir, "working directory %q is not a clean absolute path", r.Dir)
+		}
+		if d := filepath.Clean(r.Dir); d != dir && !strings.HasPrefix(d, strings.TrimSuffix(dir, "/")+"/") {
+			return nil, refuse(Outside, r.Dir, "working directory is not under the route directory %s", dir)
+		}
+	}
+	return &Spec{
+		Path: r.Path, Args: r.Args, Env: r.Env, Dir: r.Dir,
+		Identity: r.Identity, Route: r.Route, RouteDir: dir, Mode: mode,
+		Stdin: fds[0], Stdout: fds[1], Stderr: fds[2],
+	}, nil
+}
+
+func hasDotDot(p string) bool {
+	for _, c := range strings.Split(p, "/") {
+		if c == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// kill kills a program the front is done with and forgets it; Kill also
+// reaps it once it has exited.
+func (fc *frontConn) kill(h uint64) {
+	fc.mu.Lock()
+	p := fc.live[h]
+	delete(fc.live, h)
+	fc.mu.Unlock()
+	if p != nil {
+		p.Kill()
+	}
+}
+
+// closeAll kills every program still started for the front: it is gone,
+// and nothing else would ever kill them.
+func (fc *frontConn) closeAll() {
+	fc.mu.Lock()
+	fc.done = true
+	fc.cancel()
+	live := fc.live
+	fc.live = nil
+	fc.mu.Unlock()
+	if len(live) > 0 {
+		fc.log.Warn("the front is gone: killing the programs it had started", "programs", len(live))
+	}
+	for _, p := range live {
+		p.Kill()
+	}
+	fc.wg.Wait()
+}
