@@ -131,6 +131,11 @@ func (v *v2Backend) Spawn(rel string, fn SpawnFunc) (int, error) {
 
 func (v *v2Backend) Kill(ctx context.Context, rel string) error {
 	dir := join(v.base, rel)
+	// An unpopulated group (the common case: the program exited and left
+	// nothing) needs neither the kill nor the inotify wait.
+	if b, err := readFile(filepath.Join(dir, "cgroup.events")); err == nil && keyed(b, "populated") == 0 {
+		return nil
+	}
 	if err := writeFile(filepath.Join(dir, "cgroup.kill"), "1"); err != nil {
 		return err
 	}
