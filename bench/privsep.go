@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,17 +46,18 @@ func bySetuidLimit(rows []row) *loadResult {
 	return nil
 }
 
-// benchCells is the cell backend of the identity rows: BENCH_CELLS, or
-// "auto". "none" shows the cost of the boundary alone.
-func benchCells() string {
+// benchCells are the cell backends of the identity rows, each measured in
+// the same run: BENCH_CELLS (comma-separated), or "none,auto", so that the
+// cost of cells and of the boundary are both visible side by side.
+func benchCells() []string {
 	if b := os.Getenv("BENCH_CELLS"); b != "" {
-		return b
+		return strings.Split(b, ",")
 	}
-	return "auto"
+	return []string{"none", "auto"}
 }
 
 // privsepConfig serves dir's programs as benchUID through an account route.
-func privsepConfig(addr, dir, cellsRoot string) string {
+func privsepConfig(addr, dir, cellsRoot, cells string) string {
 	return fmt.Sprintf(`[server]
 listen = %q
 user = "%d"
@@ -78,7 +80,7 @@ path = "/cgi-bin/"
 dir = %q
 run_as = "account"
 account = "bench"
-`, addr, benchFrontUID, benchUID, benchUID, cellsRoot, benchCells(), dir)
+`, addr, benchFrontUID, benchUID, benchUID, cellsRoot, cells, dir)
 }
 
 // privsepRows are the rows suserve's root mode adds: in-process as
@@ -101,45 +103,66 @@ func privsepRows(dir, prog string) ([]target, error) {
 		return nil, err
 	}
 	url := "/cgi-bin/hello"
+	var ts []target
+	stopAll := func() {
+		for _, t := range ts {
+			t.stop()
+		}
+	}
+	for _, cells := range benchCells() {
+		in, err := inProcess(dir, pdir, url, cells)
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		ts = append(ts, in)
+	}
+	for _, cells := range benchCells() {
+		ps, err := startPrivsep(dir, pdir, url, cells)
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		ts = append(ts, ps)
+	}
+	return ts, nil
+}
 
-	// In-process: the bench's own process is the (root) server.
-	cfg, err := config.Parse([]byte(privsepConfig("127.0.0.1:0", pdir, "suserve-bench-inprocess")), "(bench)")
+// inProcess is suserve in the bench's own (root) process.
+func inProcess(dir, pdir, url, cells string) (target, error) {
+	cfg, err := config.Parse([]byte(privsepConfig("127.0.0.1:0", pdir, "suserve-bench-inprocess-"+cells, cells)), "(bench)")
 	if err != nil {
-		return nil, err
+		return target{}, err
 	}
 	log := quietLogger()
 	launch, err := server.NewLocal(cfg, log)
 	if err != nil {
-		return nil, err
+		return target{}, err
 	}
 	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: dir})
 	if err != nil {
 		launch.Close()
-		return nil, err
+		return target{}, err
 	}
-	in, err := serve("suserve in-process, uid 61001, cells "+benchCells(), srv.Handler(), url)
+	in, err := serve("suserve in-process, uid 61001, cells "+cells, srv.Handler(), url)
 	if err != nil {
 		launch.Close()
-		return nil, err
+		return target{}, err
 	}
 	stopIn := in.stop
 	in.stop = func() { stopIn(); launch.Close() }
 	in.base = bySetuidLimit
-
-	ps, err := startPrivsep(dir, pdir, url)
-	if err != nil {
-		in.stop()
-		return nil, err
-	}
-	return []target{in, ps}, nil
+	return in, nil
 }
 
 // startPrivsep builds suserve and starts it as a child, which splits into
 // spawner and front.
-func startPrivsep(dir, pdir, url string) (target, error) {
+func startPrivsep(dir, pdir, url, cells string) (target, error) {
 	bin := filepath.Join(dir, "suserve")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/suserve/suserve/cmd/suserve").CombinedOutput(); err != nil {
-		return target{}, &buildError{err: err, out: string(out)}
+	if _, err := os.Stat(bin); err != nil {
+		if out, err := exec.Command("go", "build", "-o", bin, "github.com/suserve/suserve/cmd/suserve").CombinedOutput(); err != nil {
+			return target{}, &buildError{err: err, out: string(out)}
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -147,8 +170,8 @@ func startPrivsep(dir, pdir, url string) (target, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	file := filepath.Join(dir, "privsep.toml")
-	if err := os.WriteFile(file, []byte(privsepConfig(addr, pdir, "suserve-bench-privsep")), 0o644); err != nil {
+	file := filepath.Join(dir, "privsep-"+cells+".toml")
+	if err := os.WriteFile(file, []byte(privsepConfig(addr, pdir, "suserve-bench-privsep-"+cells, cells)), 0o644); err != nil {
 		return target{}, err
 	}
 	cmd := exec.Command(bin, "serve", "-config", file)
@@ -207,5 +230,5 @@ func startPrivsep(dir, pdir, url string) (target, error) {
 			return target{}, fmt.Errorf("suserve with privilege separation does not serve: %w", err)
 		}
 	}
-	return target{name: "suserve privsep, uid 61001, cells " + benchCells(), url: full, stop: stop, base: bySetuidLimit}, nil
+	return target{name: "suserve privsep, uid 61001, cells " + cells, url: full, stop: stop, base: bySetuidLimit}, nil
 }

@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/suserve/suserve/internal/cell"
 	"github.com/suserve/suserve/internal/config"
 	"github.com/suserve/suserve/internal/server"
 )
@@ -89,7 +90,22 @@ func check(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n\n%s", displayName(*path), cfg.Summary())
+	fmt.Fprintf(stdout, "\ncells on this host: %s\n", cellBackend(cfg.Cells.Backend))
 	return 0
+}
+
+// cellBackend says which cell backend [cells] backend picks on this host,
+// and why, without creating anything.
+func cellBackend(kind string) string {
+	b, why, err := cell.Detect(kind)
+	if err != nil {
+		return fmt.Sprintf("backend %q cannot work here: %v", kind, err)
+	}
+	s := b.Name() + ": " + why
+	if os.Geteuid() != 0 && b.Name() != cell.None {
+		s += " (suserve must start as root to create cells; as " + server.SelfName() + " they are off)"
+	}
+	return s
 }
 
 func displayName(path string) string {

@@ -59,6 +59,10 @@ func TestCheckSummarisesAGoodConfig(t *testing.T) {
 	if !strings.Contains(stdout, "ok") || !strings.Contains(stdout, "/cgi-bin/") {
 		t.Errorf("summary does not show the route:\n%s", stdout)
 	}
+	// Which cell backend "auto" picks here, and why.
+	if !strings.Contains(stdout, "cells on this host: cgroup") && !strings.Contains(stdout, "cells on this host: none") {
+		t.Errorf("check does not say which cell backend it would use:\n%s", stdout)
+	}
 }
 
 func TestCheckOfAMissingFileFails(t *testing.T) {
@@ -82,6 +86,39 @@ func TestServeSaysWhenThePortIsTaken(t *testing.T) {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("message lacks %q:\n%s", want, stderr)
 		}
+	}
+}
+
+func TestCapacityPrintsTheArithmeticAndTheTable(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "capacity")
+	if code != 0 {
+		t.Fatalf("capacity exited %d: %s", code, stderr)
+	}
+	for _, want := range []string{"budget 4GiB / cell_memory 256MiB = 16 cells", "* 256MiB", "host memory"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("capacity output lacks %q:\n%s", want, stdout)
+		}
+	}
+}
+
+func TestPasswdSetsAndDeletesAUserFromStdin(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "htpasswd")
+	var out, errb bytes.Buffer
+	if code := passwd([]string{"-file", file, "-cost", "4", "carol"}, strings.NewReader("s3cret\n"), &out, &errb); code != 0 {
+		t.Fatalf("passwd: %d %s", code, errb.String())
+	}
+	b, _ := os.ReadFile(file)
+	if !strings.HasPrefix(string(b), "carol:$2a$04$") {
+		t.Fatalf("htpasswd after passwd: %q", b)
+	}
+	if code := passwd([]string{"-file", file, "dave"}, strings.NewReader(""), &out, &errb); code != 1 || !strings.Contains(errb.String(), "no password") {
+		t.Errorf("an empty stdin set a password: %d %s", code, errb.String())
+	}
+	if code := passwd([]string{"-file", file, "-delete", "carol"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("passwd -delete: %d %s", code, errb.String())
+	}
+	if b, _ := os.ReadFile(file); strings.Contains(string(b), "carol") {
+		t.Errorf("carol is still in the file: %q", b)
 	}
 }
 
