@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -41,15 +39,25 @@ func (r loadResult) cpuPerRequest() time.Duration {
 // load drives url with conns keep-alive connections for d, each sending one
 // request after another, and records every latency. The client runs in this
 // process, as it does for every row, so its cost is the same in each.
-func load(url string, conns int, d time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (loadResult, error) {
+// header is sent with every request (credentials for the authenticated rows).
+func load(url string, conns int, d time.Duration, header http.Header) (loadResult, error) {
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: conns,
 		MaxConnsPerHost:     conns,
 		DisableCompression:  true,
-		DialContext:         dial,
 	}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
+	get := func() (*http.Response, error) {
+		req, err := http.NewRequest("GET", url, nil)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		return client.Do(req)
+	}
 
 	// Warm up: open every connection once so that dialling is not measured.
 	var wg sync.WaitGroup
@@ -57,7 +65,7 @@ func load(url string, conns int, d time.Duration, dial func(ctx context.Context,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if resp, err := client.Get(url); err == nil {
+			if resp, err := get(); err == nil {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
@@ -84,7 +92,7 @@ func load(url string, conns int, d time.Duration, dial func(ctx context.Context,
 			buf := make([]byte, 32<<10)
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				resp, err := client.Get(url)
+				resp, err := get()
 				if err != nil {
 					p.errs++
 					if p.errs > 100 {

@@ -99,7 +99,7 @@ func run(d time.Duration, connList string) error {
 			b = s.base(rows)
 		}
 		for _, c := range conns {
-			res, err := load(s.url, c, d, nil)
+			res, err := load(s.url, c, d, s.header)
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
@@ -112,10 +112,11 @@ func run(d time.Duration, connList string) error {
 
 // target is one HTTP server under test.
 type target struct {
-	name string
-	url  string
-	stop func()
-	base func(rows []row) *loadResult // the limit this row is compared with; nil = raw
+	name   string
+	url    string
+	header http.Header // sent with every request
+	stop   func()
+	base   func(rows []row) *loadResult // the limit this row is compared with; nil = raw
 }
 
 func serve(name string, h http.Handler, path string) (target, error) {

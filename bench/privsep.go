@@ -117,6 +117,12 @@ func privsepRows(dir, prog string) ([]target, error) {
 		}
 		ts = append(ts, in)
 	}
+	if a, err := authenticatedRow(dir, prog); err == nil {
+		ts = append(ts, a)
+	} else {
+		stopAll()
+		return nil, err
+	}
 	for _, cells := range benchCells() {
 		ps, err := startPrivsep(dir, pdir, url, cells)
 		if err != nil {

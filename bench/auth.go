@@ -1,0 +1,67 @@
+package main
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/suserve/suserve/internal/auth"
+	"github.com/suserve/suserve/internal/config"
+	"github.com/suserve/suserve/internal/server"
+)
+
+// authenticatedRow serves the hello program in authenticated mode: every
+// request carries HTTP Basic credentials checked against an htpasswd file
+// at bcrypt's default cost (about 60 ms a check here), so the row shows
+// what the verified-credential cache leaves of that cost when warm. The
+// program, in a root-owned directory, runs as the user who authenticated.
+func authenticatedRow(dir, prog string) (target, error) {
+	adir := filepath.Join(dir, "auth")
+	if err := os.Mkdir(adir, 0o755); err != nil {
+		return target{}, err
+	}
+	b, err := os.ReadFile(prog)
+	if err != nil {
+		return target{}, err
+	}
+	if err := os.WriteFile(filepath.Join(adir, "hello"), b, 0o755); err != nil {
+		return target{}, err
+	}
+	htpasswd := filepath.Join(dir, "htpasswd")
+	const user, password = "bench", "bench-password"
+	if err := auth.SetPassword(htpasswd, user, []byte(password), bcrypt.DefaultCost); err != nil {
+		return target{}, err
+	}
+	text := strings.Replace(privsepConfig("127.0.0.1:0", adir, "suserve-bench-auth", "auto"), `run_as = "account"
+account = "bench"`, `run_as = "authenticated"`, 1)
+	text = strings.Replace(text, "[identities]", fmt.Sprintf("[auth]\nmode = \"basic\"\nhtpasswd = %q\n\n[identities]", htpasswd), 1)
+	cfg, err := config.Parse([]byte(text), "(bench auth)")
+	if err != nil {
+		return target{}, err
+	}
+	log := quietLogger()
+	launch, err := server.NewLocal(cfg, log)
+	if err != nil {
+		return target{}, err
+	}
+	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: dir})
+	if err != nil {
+		launch.Close()
+		return target{}, err
+	}
+	t, err := serve("suserve in-process, authenticated (warm cache), cells auto", srv.Handler(), "/cgi-bin/hello")
+	if err != nil {
+		launch.Close()
+		return target{}, err
+	}
+	stop := t.stop
+	t.stop = func() { stop(); launch.Close() }
+	t.base = bySetuidLimit
+	t.header = http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))}}
+	return t, nil
+}
