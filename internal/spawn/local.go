@@ -85,15 +85,23 @@ func (l *Local) Start(ctx context.Context, s *Spec) (*Process, error) {
 		return nil, err
 	}
 	defer prog.close()
-	if err := prog.raise(); err != nil {
-		return nil, &Failure{Kind: ExecFailed, Path: s.Path, Detail: "dup: " + err.Error(), Exit: -1, Err: err}
-	}
 	var sb shebang
 	if prog.script {
 		sb, _ = parseShebang(prog.head)
 		if sb.endsInCR() {
 			return nil, crFailure(prog.path, sb)
 		}
+	}
+
+	files, err := l.stdio(s)
+	if err != nil {
+		return nil, err
+	}
+	// The child's descriptor shuffle writes over numbers just above the
+	// highest of files; the descriptors the exec and the chdir name must
+	// lie beyond it.
+	if err := prog.raiseAbove(execFloor(files)); err != nil {
+		return nil, &Failure{Kind: ExecFailed, Path: s.Path, Detail: "dup: " + err.Error(), Exit: -1, Err: err}
 	}
 
 	// The working directory is entered through the checked directory's
@@ -112,10 +120,6 @@ func (l *Local) Start(ctx context.Context, s *Spec) (*Process, error) {
 		}
 	}
 
-	files, err := l.stdio(s)
-	if err != nil {
-		return nil, err
-	}
 	// The exec goes through the checked descriptor, never through the path
 	// again: a file swapped for another (or for a symlink) after the checks
 	// cannot be what runs. A binary is executed as /proc/self/fd/N, where

@@ -301,3 +301,115 @@ func TestNoexecMountIsDiagnosed(t *testing.T) {
 		t.Fatalf("detail %q", fl.Detail)
 	}
 }
+
+// TestExecDescriptorOutlivesTheChildsDescriptorShuffle lays out descriptors
+// as concurrent requests leave them: the program's streams sit just below
+// free numbers, with holes below them that other requests' closes left.
+// The checked program's descriptor then lands just above the streams and
+// the status pipe of the fork in a hole below them, which is where the
+// child of ForkExec moves that pipe before it execs.
+func TestExecDescriptorOutlivesTheChildsDescriptorShuffle(t *testing.T) {
+	f := newFixture(t)
+	prog := f.probe("p")
+	openNull := func() int {
+		fd, err := unix.Open(os.DevNull, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	// Fill every free number below 32, so that the layout does not depend
+	// on what the test process holds.
+	var held []int
+	defer func() {
+		for _, fd := range held {
+			unix.Close(fd)
+		}
+	}()
+	for {
+		fd := openNull()
+		held = append(held, fd)
+		if fd >= 32 {
+			break
+		}
+	}
+	var holes []int
+	for range 3 {
+		holes = append(holes, openNull())
+	}
+	var stdio [3]*os.File
+	for i := range stdio {
+		stdio[i] = os.NewFile(uintptr(openNull()), "null")
+		defer stdio[i].Close()
+	}
+	for _, fd := range holes {
+		unix.Close(fd)
+	}
+	s := f.spec(prog)
+	s.Stdin, s.Stdout, s.Stderr = stdio[0], stdio[1], stdio[2]
+	p, err := f.l.Start(context.Background(), s)
+	if err != nil {
+		t.Fatalf("start with streams on descriptors %d-%d: %v", stdio[0].Fd(), stdio[2].Fd(), err)
+	}
+	p.Kill()
+	_ = p.Wait()
+}
+
+// TestConcurrentStartsWithTheirOwnStdioAllSucceed starts a binary from many
+// goroutines at once, each start with standard streams of its own opened
+// just before it and closed just after, as the gateway's requests do. The
+// descriptor numbers of the streams then move up and down among the
+// checked program's, which is what made the child overwrite the descriptor
+// it executes through (an exec of a pipe: EACCES).
+func TestConcurrentStartsWithTheirOwnStdioAllSucceed(t *testing.T) {
+	f := newFixture(t)
+	prog := f.probe("p")
+	const goroutines, starts = 16, 100
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		failures []error
+	)
+	for range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range starts {
+				// Three numbers below the streams, freed just before
+				// the start, as other requests' ends free them.
+				var spacers, stdio [3]*os.File
+				for _, fs := range []*[3]*os.File{&spacers, &stdio} {
+					for i := range fs {
+						nf, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						fs[i] = nf
+					}
+				}
+				for _, nf := range spacers {
+					nf.Close()
+				}
+				s := f.spec(prog)
+				s.Stdin, s.Stdout, s.Stderr = stdio[0], stdio[1], stdio[2]
+				p, err := f.l.Start(context.Background(), s)
+				for _, nf := range stdio {
+					nf.Close()
+				}
+				if err != nil {
+					mu.Lock()
+					failures = append(failures, err)
+					mu.Unlock()
+					continue
+				}
+				p.Kill()
+				_ = p.Wait()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d starts failed; the first: %v", len(failures), goroutines*starts, failures[0])
+	}
+}

@@ -48,19 +48,47 @@ func (p *program) close() {
 	}
 }
 
-// lowFD is the lowest descriptor number the exec may name. ForkExec's child
-// moves descriptors onto 0..len(Files) and then onto the numbers just above
-// (its status pipe, and any file whose number is below its slot) before it
-// execs: a descriptor of ours in that range could be overwritten first.
+// execFloor is the lowest descriptor number that the child of
+// syscall.ForkExec leaves alone before its execve, for a ProcAttr.Files of
+// files. The child (forkAndExecInChild1 in Go's syscall/exec_linux.go)
+// sets nextfd to one above the highest of len(files) and every number in
+// files, moves its status pipe there when the pipe's number is lower, and
+// moves each file whose number is below its slot to the numbers after
+// that, with dup3 over whatever those numbers held; then it dups the files
+// onto 0..len(files)-1. A descriptor the exec names (/proc/self/fd/N) must
+// lie above all of that: the files are the caller's, their numbers can be
+// anything, and a request's streams opened after other requests closed
+// theirs often sit just below the program's descriptor. The floor reserves
+// one slot more than files has, for a script's descriptor 3.
+func execFloor(files []uintptr) int {
+	slots := len(files) + 1
+	top := slots
+	for _, f := range files {
+		top = max(top, int(f))
+	}
+	// top+1 is nextfd; then the pipe, a slot skipped for it, and one
+	// number per file moved up.
+	return top + 1 + 2 + slots
+}
+
+// lowFD is raise's fixed floor. It is safe only while the numbers in
+// ProcAttr.Files are a few below it, which a caller's streams need not be:
+// raiseAbove(execFloor(files)) is safe whatever their numbers.
 const lowFD = 16
 
 // raise moves the descriptors the child uses to lowFD or above.
-func (p *program) raise() error {
+func (p *program) raise() error { return p.raiseAbove(lowFD) }
+
+// raiseAbove moves the descriptors the child uses to floor or above, out of
+// the way of the child's descriptor shuffle (see execFloor). The working
+// directory is entered before the shuffle, but dirfd is moved too so that
+// its safety does not hang on that order.
+func (p *program) raiseAbove(floor int) error {
 	for _, fd := range []*int{&p.fd, &p.dirfd} {
-		if *fd >= lowFD {
+		if *fd >= floor {
 			continue
 		}
-		n, err := unix.FcntlInt(uintptr(*fd), unix.F_DUPFD_CLOEXEC, lowFD)
+		n, err := unix.FcntlInt(uintptr(*fd), unix.F_DUPFD_CLOEXEC, floor)
 		if err != nil {
 			return err
 		}
