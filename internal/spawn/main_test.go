@@ -22,6 +22,9 @@ import (
 // base is a directory every test identity may enter.
 var probePath, base string
 
+// probeEnv names a probe already built, for a copy of the tests.
+const probeEnv = "SUSERVE_TEST_PROBE"
+
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
 }
@@ -39,11 +42,17 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	probePath = filepath.Join(base, "probe")
-	build := exec.Command("go", "build", "-o", probePath, "./testdata/probe")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the probe: %v\n%s", err, out)
-		return 1
+	if p := os.Getenv(probeEnv); p != "" {
+		// A copy of the tests run as an ordinary uid (AsUnprivileged),
+		// which has no Go toolchain cache of its own: use the parent's probe.
+		probePath = p
+	} else {
+		build := exec.Command("go", "build", "-o", probePath, "./testdata/probe")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building the probe: %v\n%s", err, out)
+			return 1
+		}
 	}
 	code := m.Run()
 	if code == 0 {
