@@ -424,3 +424,58 @@ func TestShutdownDrainsInFlightRequestsThenKillsThePrograms(t *testing.T) {
 		t.Error("the server still accepts after shutdown")
 	}
 }
+
+// TestNotRootRefusesRoutesForOtherUsers: suserve started as an ordinary user
+// can only run programs as itself, so a route for other identities is
+// refused at start, naming the route and its line.
+func TestNotRootRefusesRoutesForOtherUsers(t *testing.T) {
+	if !testutil.AsUnprivileged(t) {
+		return
+	}
+	ids := strings.ReplaceAll(identitiesTOML[:strings.Index(identitiesTOML, "[[identities.static]]\nname = \"root\"")], "{state}", "/srv")
+	cfg, err := config.Parse([]byte(ids+`
+[[route]]
+path = "/svc/"
+dir = "/srv/svc"
+run_as = "account"
+account = "svc"
+`), "other.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = CheckRunAs(cfg)
+	if err == nil || !strings.Contains(err.Error(), "route /svc/") || !strings.Contains(err.Error(), "needs suserve to start as root") {
+		t.Fatalf("a route for another user was not refused: %v", err)
+	}
+	self, err := config.Parse([]byte("[[route]]\npath = \"/cgi-bin/\"\ndir = \"/srv/cgi-bin\"\n"), "self.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckRunAs(self); err != nil {
+		t.Fatalf("a self route was refused for an ordinary user: %v", err)
+	}
+}
+
+// TestUnprivilegedDemoRunsEverythingAsItself: started as an ordinary user,
+// the demo runs every program as that user and says so on its front page.
+func TestUnprivilegedDemoRunsEverythingAsItself(t *testing.T) {
+	if !testutil.AsUnprivileged(t) {
+		return
+	}
+	ts, users := demoServer(t)
+	if len(users) != 0 {
+		t.Fatalf("an unprivileged demo has demo users: %v", users)
+	}
+	_, body := get(t, ts.URL+"/", nil)
+	if !strings.Contains(body, "every program") || !strings.Contains(body, SelfName()) {
+		t.Errorf("the front page does not say every program runs as %s:\n%s", SelfName(), body)
+	}
+	_, body = get(t, ts.URL+"/cgi-bin/whoami", nil)
+	if want := fmt.Sprintf("uid:      %d\n", os.Getuid()); !strings.Contains(body, want) {
+		t.Errorf("whoami does not run as the server's user (%q):\n%s", want, body)
+	}
+	_, body = get(t, ts.URL+"/cgi-bin/exit3", nil)
+	if !strings.Contains(body, "status 3") {
+		t.Errorf("diagnosis as an ordinary user:\n%s", body)
+	}
+}
