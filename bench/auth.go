@@ -12,7 +12,6 @@ import (
 
 	"github.com/suserve/suserve/internal/auth"
 	"github.com/suserve/suserve/internal/config"
-	"github.com/suserve/suserve/internal/server"
 )
 
 // authenticatedRow serves the hello program in authenticated mode: every
@@ -44,24 +43,10 @@ account = "bench"`, `run_as = "authenticated"`, 1)
 	if err != nil {
 		return target{}, err
 	}
-	log := quietLogger()
-	launch, err := server.NewLocal(cfg, log)
+	t, err := serveConfig("suserve in-process, authenticated (warm cache), cells auto", cfg, dir, "/cgi-bin/hello")
 	if err != nil {
 		return target{}, err
 	}
-	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: dir})
-	if err != nil {
-		launch.Close()
-		return target{}, err
-	}
-	t, err := serve("suserve in-process, authenticated (warm cache), cells auto", srv.Handler(), "/cgi-bin/hello")
-	if err != nil {
-		launch.Close()
-		return target{}, err
-	}
-	stop := t.stop
-	t.stop = func() { stop(); launch.Close() }
-	t.base = bySetuidLimit
 	t.header = http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))}}
 	return t, nil
 }

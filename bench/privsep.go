@@ -140,6 +140,12 @@ func inProcess(dir, pdir, url, cells string) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
+	return serveConfig("suserve in-process, uid 61001, cells "+cells, cfg, dir, url)
+}
+
+// serveConfig serves cfg in the bench's own process, compared with the
+// setuid limit.
+func serveConfig(name string, cfg *config.Config, dir, url string) (target, error) {
 	log := quietLogger()
 	launch, err := server.NewLocal(cfg, log)
 	if err != nil {
@@ -150,15 +156,15 @@ func inProcess(dir, pdir, url, cells string) (target, error) {
 		launch.Close()
 		return target{}, err
 	}
-	in, err := serve("suserve in-process, uid 61001, cells "+cells, srv.Handler(), url)
+	t, err := serve(name, srv.Handler(), url)
 	if err != nil {
 		launch.Close()
 		return target{}, err
 	}
-	stopIn := in.stop
-	in.stop = func() { stopIn(); launch.Close() }
-	in.base = bySetuidLimit
-	return in, nil
+	stop := t.stop
+	t.stop = func() { stop(); launch.Close() }
+	t.base = bySetuidLimit
+	return t, nil
 }
 
 // startPrivsep builds suserve and starts it as a child, which splits into
