@@ -81,6 +81,10 @@ func frontCredential(name string) (*syscall.Credential, error) {
 // runSpawner is start for a server started as root with a configuration
 // file: the listeners stay here, the front runs as [server] user.
 func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *slog.Logger) error {
+	// The spawner does not start persistent workers for the front yet.
+	if err := server.RefuseApps(cfg, "privilege separation (suserve started as root)"); err != nil {
+		return err
+	}
 	cred, err := frontCredential(cfg.Server.User)
 	if err != nil {
 		return err

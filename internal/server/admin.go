@@ -30,6 +30,10 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 {{range .Notes}}<p>{{.}}</p>{{end}}
 <h2>Configuration</h2>
 <pre>{{.Summary}}</pre>
+{{if .Apps}}<h2>Apps</h2>
+<table><tr><th>path</th><th>protocol</th><th>identity</th><th>workers (pids)</th><th>ready</th><th>in flight</th><th>waiting</th><th>started</th><th>last failure</th></tr>
+{{range .Apps}}<tr><td>{{.Path}}</td><td>{{.Protocol}}</td><td>{{.Identity}}</td>{{with .Stats}}<td>{{.Pids}}</td><td>{{.Ready}}</td><td>{{.InFlight}}</td><td>{{.Waiting}}</td><td>{{.Started}}</td><td>{{if .LastFailure}}{{.LastFailure.Cause}}{{if .BackoffLeft}} (restarts held back {{.BackoffLeft}}){{end}}{{end}}</td>{{else}}<td colspan="6">a pool of its own</td>{{end}}</tr>
+{{end}}</table>{{end}}
 <h2>Recent failures ({{.Total}} since start)</h2>
 {{if .Failures}}<table><tr><th>when</th><th>request</th><th>status</th><th>path</th><th>identity</th><th>cause</th></tr>
 {{range .Failures}}<tr><td>{{ago .When}} ago</td><td><code>{{.ID}}</code></td><td>{{.Status}}</td><td>{{.Path}}</td><td>{{.Identity}}</td><td>{{.Cause}}</td></tr>
@@ -46,6 +50,7 @@ func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 		"Active":   s.Active(),
 		"Notes":    s.opts.Notes,
 		"Summary":  s.cfg.Summary(),
+		"Apps":     s.appStatuses(),
 		"Failures": failures,
 		"Total":    total,
 	})

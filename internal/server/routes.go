@@ -22,11 +22,12 @@ type route struct {
 type router struct {
 	s      *Server
 	routes []*route
+	apps   []*appRoute  // longest prefix first
 	front  http.Handler // "/" when nothing else matches; nil = 404
 }
 
 func (s *Server) routes() (*router, error) {
-	rt := &router{s: s}
+	rt := &router{s: s, apps: s.appRoutes}
 	for _, r := range s.cfg.Routes {
 		x := &route{
 			cfg:      r,
@@ -63,10 +64,14 @@ func (s *Server) routes() (*router, error) {
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	ap := rt.appFor(p)
 	for _, x := range rt.routes {
 		user, prefix, _, ok := x.cfg.Match(p)
 		if !ok {
 			continue
+		}
+		if ap != nil && len(ap.cfg.Path) > len(prefix) {
+			break // the app's prefix is the longer one
 		}
 		id, dir, ok := rt.s.who(w, r, x, user)
 		if !ok {
@@ -80,6 +85,10 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
+	if ap != nil {
+		ap.serve(rt.s, w, r)
+		return
+	}
 	if rt.front != nil && (p == "/" || p == "/index.html") {
 		rt.front.ServeHTTP(w, r)
 		return
@@ -87,6 +96,12 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A route's path without its trailing slash gets one, as a directory would.
 	for _, x := range rt.routes {
 		if !x.owner && p+"/" == x.cfg.Path {
+			http.Redirect(w, r, path.Clean(p)+"/", http.StatusMovedPermanently)
+			return
+		}
+	}
+	for _, a := range rt.apps {
+		if p+"/" == a.cfg.Path {
 			http.Redirect(w, r, path.Clean(p)+"/", http.StatusMovedPermanently)
 			return
 		}

@@ -38,6 +38,9 @@ type Options struct {
 	// Notes are facts about how the server runs, shown on the status page
 	// and the demo's front page (e.g. "all programs run as alice").
 	Notes []string
+	// Workers starts [[app]] workers; nil uses Spawner when it is a
+	// *spawn.Local, and a configuration with apps is refused otherwise.
+	Workers WorkerStarter
 }
 
 // Server is one configured suserve.
@@ -50,6 +53,10 @@ type Server struct {
 	started time.Time
 	auth    *authenticator
 	ids     identity.Source
+
+	appRoutes []*appRoute
+	closeOnce sync.Once
+	closeErr  error
 
 	mu     sync.Mutex
 	active int
@@ -68,6 +75,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: opts.Logger, opts: opts, recent: newRecentFailures(50), started: time.Now(), auth: a, ids: opts.Identities}
+	if s.appRoutes, err = s.apps(); err != nil {
+		return nil, err
+	}
 	router, err := s.routes()
 	if err != nil {
 		return nil, err
@@ -106,6 +116,9 @@ func (s *Server) Serve(ctx context.Context, ln, admin net.Listener) error {
 			if adminSrv != nil {
 				adminSrv.Close()
 			}
+			appsCtx, cancelApps := context.WithTimeout(context.Background(), appsGrace)
+			defer cancelApps()
+			_ = s.Close(appsCtx)
 			return err
 		}
 	case <-ctx.Done():
@@ -131,6 +144,12 @@ func (s *Server) Serve(ctx context.Context, ln, admin net.Listener) error {
 			}
 		}
 		srv.Close()
+	}
+	// No request uses a worker any more: stop them all.
+	appsCtx, cancelApps := context.WithTimeout(context.Background(), appsGrace)
+	defer cancelApps()
+	if err := s.Close(appsCtx); err != nil {
+		s.log.Warn("app workers did not stop in time", "err", err.Error())
 	}
 	s.log.Info("stopped")
 	return nil

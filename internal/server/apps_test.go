@@ -1,0 +1,439 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/suserve/suserve/internal/config"
+	"github.com/suserve/suserve/internal/testutil"
+)
+
+// appServer serves cfgText (with {state} replaced) through the whole stack
+// and Serve, on a loopback listener. stop shuts it down as a signal would
+// and returns Serve's error; cleanup does it too.
+type appServer struct {
+	srv   *Server
+	url   string
+	log   *syncBuffer
+	state string
+	stop  func() error
+}
+
+// appState makes a state directory the test identities can traverse.
+// appIdentities are the static test identities without root.
+var appIdentities = strings.Replace(identitiesTOML, "[[identities.static]]\nname = \"root\"\nuid = 0\ngid = 0\n", "", 1)
+
+func appState(t *testing.T) string {
+	t.Helper()
+	state := t.TempDir()
+	// t.TempDir's parent is 0700: workers read the document root below it.
+	os.Chmod(filepath.Dir(state), 0o755)
+	os.Chmod(state, 0o755)
+	return state
+}
+
+func startApps(t *testing.T, state, cfgText string) *appServer {
+	t.Helper()
+	cfg, err := config.Parse([]byte(strings.ReplaceAll(cfgText, "{state}", state)), "apps.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Cells.Root = fmt.Sprintf("suserve-test-%d-%d", os.Getpid(), testSerial.Add(1))
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	launch, err := NewLocal(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(launch.Close)
+	srv, err := New(cfg, Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, nil) }()
+	var once sync.Once
+	var serr error
+	stop := func() error {
+		once.Do(func() { cancel(); serr = <-done })
+		return serr
+	}
+	t.Cleanup(func() { stop() })
+	return &appServer{srv: srv, url: "http://" + ln.Addr().String(), log: logs, state: state, stop: stop}
+}
+
+// fcgiWorkerBin builds internal/app's FastCGI test worker into a
+// root-owned directory that only root can change, as an app's command must
+// be.
+func fcgiWorkerBin(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "fcgiworker")
+	if out, err := exec.Command("go", "build", "-o", bin, "../app/testdata/fcgiworker").CombinedOutput(); err != nil {
+		t.Fatalf("building the FastCGI worker: %v\n%s", err, out)
+	}
+	os.Chmod(bin, 0o755)
+	return bin
+}
+
+// procUID is the real uid of pid, from /proc/PID/status.
+func procUID(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	t.Fatalf("no Uid line in /proc/%d/status", pid)
+	return -1
+}
+
+// procCell is the pids-controller cgroup of pid's cell (the parent of its
+// request group), as cells_test.go reads it.
+func procCell(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, ":pids:") {
+			return filepath.Dir(l[strings.LastIndex(l, ":")+1:])
+		}
+	}
+	t.Fatalf("pid %d is in no pids cgroup:\n%s", pid, b)
+	return ""
+}
+
+// gone reports whether pid has exited and been reaped.
+func gone(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return errors.Is(err, os.ErrNotExist)
+}
+
+// dead reports whether pid has exited: reaped, or a zombie waiting for
+// init, which reaps the orphans of a killed worker.
+func dead(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] == "Z"
+}
+
+func TestPHPUnderPHPCGIRunsAsTheAppAccount(t *testing.T) {
+	testutil.RequireRoot(t)
+	if _, err := os.Stat("/usr/bin/php-cgi"); err != nil {
+		t.Skip("php-cgi is not installed (apt-get install php-cgi)")
+	}
+	state := appState(t)
+	writeProgram(t, filepath.Join(state, "wiki", "index.php"), "<?php header('X-Page: index'); echo 'euid=', posix_geteuid(), ' script=', $_SERVER['SCRIPT_NAME'], ' info=', $_SERVER['PATH_INFO'] ?? '', \"\\n\";\n", 61003, 61003)
+	os.Chmod(filepath.Join(state, "wiki", "index.php"), 0o644)
+	as := startApps(t, state, appIdentities+`
+[[app]]
+path = "/wiki/"
+protocol = "fastcgi"
+dir = "{state}/wiki"
+command = ["/usr/bin/php-cgi"]
+run_as = "account"
+account = "svc"
+`)
+	for _, tc := range []struct{ path, want string }{
+		{"/wiki/", "euid=61003 script=/wiki/index.php info=\n"},
+		{"/wiki/index.php/page/one", "euid=61003 script=/wiki/index.php info=/page/one\n"},
+	} {
+		resp, body := get(t, as.url+tc.path, nil)
+		if resp.StatusCode != 200 || body != tc.want || resp.Header.Get("X-Page") != "index" {
+			t.Errorf("GET %s: %d %q (X-Page %q), want 200 %q\nlog:\n%s", tc.path, resp.StatusCode, body, resp.Header.Get("X-Page"), tc.want, as.log)
+		}
+	}
+	// A path without its trailing slash is redirected, as a route's is.
+	resp, _ := get(t, as.url+"/wiki", func(r *http.Request) {})
+	if resp.Request.URL.Path != "/wiki/" {
+		t.Errorf("GET /wiki ended at %s, want a redirect to /wiki/", resp.Request.URL.Path)
+	}
+}
+
+func TestPerUserPoolsRunEachUserInTheirOwnWorkerAndCell(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := fcgiWorkerBin(t)
+	state := appState(t)
+	if err := os.WriteFile(filepath.Join(state, "htpasswd"), []byte("alice:"+bcryptHash(t, "alicepw")+"\nbob:"+bcryptHash(t, "bobpw")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	as := startApps(t, state, `
+[auth]
+mode = "basic"
+htpasswd = "{state}/htpasswd"
+
+[cells]
+backend = "auto"
+`+appIdentities+`
+[[route]]
+path = "/cgi-bin/"
+dir = "{state}/cgi-bin"
+run_as = "authenticated"
+
+[[app]]
+path = "/app/"
+protocol = "fastcgi"
+command = [`+strconv.Quote(bin)+`]
+run_as = "authenticated"
+workers = 1
+`)
+	if as.srv.opts.Cells == nil {
+		t.Fatalf("no cells on this host as root: %v", as.srv.opts.Notes)
+	}
+	pidOf := func(user, pw string) int {
+		resp, body := get(t, as.url+"/app/pid", func(r *http.Request) { r.SetBasicAuth(user, pw) })
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %q\nlog:\n%s", user, resp.StatusCode, body, as.log)
+		}
+		pid, err := strconv.Atoi(body)
+		if err != nil {
+			t.Fatalf("%s: pid %q", user, body)
+		}
+		return pid
+	}
+	alice, bob := pidOf("alice", "alicepw"), pidOf("bob", "bobpw")
+	if alice == bob {
+		t.Fatalf("alice and bob reached the same worker, pid %d", alice)
+	}
+	if again := pidOf("alice", "alicepw"); again != alice {
+		t.Errorf("alice's second request reached pid %d, her worker is %d", again, alice)
+	}
+	if u := procUID(t, alice); u != 61001 {
+		t.Errorf("alice's worker runs as uid %d, want 61001", u)
+	}
+	if u := procUID(t, bob); u != 61002 {
+		t.Errorf("bob's worker runs as uid %d, want 61002", u)
+	}
+	ca, cb := procCell(t, alice), procCell(t, bob)
+	if !strings.Contains(ca, "alice") || !strings.Contains(cb, "bob") || ca == cb {
+		t.Errorf("cells: alice's worker in %q, bob's in %q", ca, cb)
+	}
+
+	// Without credentials, or with wrong ones, nobody's worker is reached.
+	for _, tc := range []struct {
+		name  string
+		setup func(*http.Request)
+	}{
+		{"no credentials", nil},
+		{"wrong password", func(r *http.Request) { r.SetBasicAuth("alice", "bobpw") }},
+	} {
+		resp, _ := get(t, as.url+"/app/pid", tc.setup)
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: %d, want 401 with a challenge", tc.name, resp.StatusCode)
+		}
+	}
+
+	// Shutdown stops every user's workers: none is left behind.
+	if err := as.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range []int{alice, bob} {
+		if !gone(pid) {
+			t.Errorf("worker %d still exists after shutdown", pid)
+		}
+	}
+}
+
+func TestAccountAppShutdownLeavesNoWorkerBehind(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := fcgiWorkerBin(t)
+	state := appState(t)
+	// The command is a script that leaves a child behind and then becomes
+	// the worker: stopping the worker must take the child too.
+	run := filepath.Join(state, "run")
+	os.Mkdir(run, 0o755)
+	os.Chown(run, 61003, 61003)
+	script := filepath.Join(filepath.Dir(bin), "worker.sh")
+	writeProgram(t, script, "#!/bin/sh\nsleep 300 &\necho $! >"+run+"/child.$$\nexec "+bin+"\n", 0, 0)
+	as := startApps(t, state, appIdentities+`
+[[app]]
+path = "/app/"
+protocol = "fastcgi"
+command = [`+strconv.Quote(script)+`]
+run_as = "account"
+account = "svc"
+workers = 3
+`)
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(as.url + "/app/pid")
+			if err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	pids := as.srv.appRoutes[0].account.Stats().Pids
+	if len(pids) == 0 {
+		t.Fatalf("no workers running\nlog:\n%s", as.log)
+	}
+	var children []int
+	for _, pid := range pids {
+		if u := procUID(t, pid); u != 61003 {
+			t.Errorf("worker %d runs as uid %d, want 61003", pid, u)
+		}
+		b, err := os.ReadFile(filepath.Join(run, "child."+strconv.Itoa(pid)))
+		if err != nil {
+			t.Fatalf("worker %d left no child pid: %v", pid, err)
+		}
+		c, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		children = append(children, c)
+	}
+	t0 := time.Now()
+	if err := as.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if !gone(pid) {
+			t.Errorf("worker %d still exists after shutdown", pid)
+		}
+	}
+	for _, pid := range children {
+		if !dead(pid) {
+			t.Errorf("worker's child %d still runs after shutdown", pid)
+		}
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("shutdown took %v: the workers should stop at SIGTERM", d)
+	}
+}
+
+func TestLongestPrefixChoosesBetweenRoutesAndApps(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := fcgiWorkerBin(t)
+	state := appState(t)
+	writeProgram(t, filepath.Join(state, "cgi", "hello"), helloCGI, 61003, 61003)
+	writeProgram(t, filepath.Join(state, "cgi", "app", "hello"), helloCGI, 61003, 61003)
+	as := startApps(t, state, appIdentities+`
+[[route]]
+path = "/x/"
+dir = "{state}/cgi"
+run_as = "account"
+account = "svc"
+
+[[route]]
+path = "/x/app/deeper/"
+dir = "{state}/cgi/app"
+run_as = "account"
+account = "svc"
+
+[[app]]
+path = "/x/app/"
+protocol = "fastcgi"
+command = [`+strconv.Quote(bin)+`]
+run_as = "account"
+account = "svc"
+`)
+	for _, tc := range []struct{ path, want string }{
+		{"/x/hello", "hello\n"},            // the route: the app's prefix does not match
+		{"/x/app/pid", "go-fcgi"},          // the app's prefix is longer than the route's
+		{"/x/app/deeper/hello", "hello\n"}, // a longer route wins over the app
+	} {
+		resp, body := get(t, as.url+tc.path, nil)
+		got := body
+		if resp.Header.Get("X-Worker") != "" {
+			got = resp.Header.Get("X-Worker")
+		}
+		if resp.StatusCode != 200 || got != tc.want {
+			t.Errorf("GET %s: %d %q, want %q\nlog:\n%s", tc.path, resp.StatusCode, body, tc.want, as.log)
+		}
+	}
+}
+
+func TestAppCommandsThatBreakPolicyAreRefusedWithTheirCause(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := fcgiWorkerBin(t)
+	state := appState(t)
+	owned := filepath.Join(state, "bin", "owned")
+	writable := filepath.Join(state, "bin", "writable")
+	for _, p := range []string{owned, writable} {
+		b, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeProgram(t, p, string(b), 0, 0)
+	}
+	os.Chown(owned, 61003, 61003)
+	os.Chmod(writable, 0o777)
+	var apps strings.Builder
+	for i, p := range []string{owned, writable, "/etc/passwd"} {
+		fmt.Fprintf(&apps, "[[app]]\npath = \"/a%d/\"\nprotocol = \"fastcgi\"\ncommand = [%q]\nrun_as = \"account\"\naccount = \"svc\"\n\n", i, p)
+	}
+	as := startApps(t, state, appIdentities+apps.String())
+	for i, want := range []string{"refused: owner mismatch", "refused: writable by others", "refused: not executable"} {
+		resp, body := get(t, fmt.Sprintf("%s/a%d/", as.url, i), nil)
+		if resp.StatusCode < 400 || !strings.Contains(body, "request id") {
+			t.Errorf("app %d: %d %q, want an error page with the request id", i, resp.StatusCode, body)
+		}
+		if as.log.lineWith(want, fmt.Sprintf("/a%d/", i)) == "" {
+			t.Errorf("app %d: no log line names %q\nlog:\n%s", i, want, as.log)
+		}
+	}
+}
+
+// frontSpawner stands for the privileged spawner's client: it starts
+// programs but no persistent workers.
+type frontSpawner struct{ Spawner }
+
+func TestAppsAreRefusedWhereWorkersCannotBeStarted(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+[auth]
+mode = "proxy"
+proxy_header = "X-User"
+proxy_trusted = ["127.0.0.1"]
+
+[[app]]
+path = "/wiki/"
+protocol = "fastcgi"
+command = ["/usr/bin/php-cgi"]
+run_as = "authenticated"
+`), "apps.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = RefuseApps(cfg, "privilege separation")
+	if err == nil || !strings.Contains(err.Error(), "apps.toml: app /wiki/ (line 7)") || !strings.Contains(err.Error(), "privilege separation") {
+		t.Fatalf("RefuseApps: %v; want the file, the app and its line, and the mode", err)
+	}
+	ids, err := Identities(cfg, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(cfg, Options{Spawner: frontSpawner{}, Identities: ids, StateDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "line 7") {
+		t.Fatalf("New with a launcher that starts no workers: %v; want a refusal naming line 7", err)
+	}
+}
