@@ -106,6 +106,11 @@ func run(d time.Duration, connList string) error {
 			rows = append(rows, row{name: s.name, conns: c, res: res, base: b})
 		}
 	}
+	apps, err := appRows(dir, conns, d) // apps.go
+	if err != nil {
+		return fmt.Errorf("app rows: %w", err)
+	}
+	rows = append(rows, apps...)
 	print(os.Stdout, d, rows)
 	return nil
 }

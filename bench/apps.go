@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/suserve/suserve/internal/config"
+	"github.com/suserve/suserve/internal/server"
+)
+
+// The app rows: a persistent hello worker behind suserve, over FastCGI and
+// over HTTP on its unix socket, each compared with a plain net/http hello
+// server (no proxy) measured at the same connection count in the same run.
+// The workers run as benchUID with no cells, so the rows measure the
+// proxying, not the spawning. Root only: workers run as another identity.
+
+// appWorkers is the pool size of each app; a FastCGI worker gets one
+// request at a time (as php-cgi takes them), an HTTP worker many.
+const appWorkers = 4
+
+const fcgiHelloSrc = `package main
+
+import (
+	"net/http"
+	"net/http/fcgi"
+)
+
+func main() {
+	fcgi.Serve(nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("hello\n"))
+	}))
+}
+`
+
+const httpHelloSrc = `package main
+
+import (
+	"net"
+	"net/http"
+	"os"
+)
+
+func main() {
+	ln, err := net.FileListener(os.NewFile(3, "socket"))
+	if err != nil {
+		panic(err)
+	}
+	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("hello\n"))
+	}))
+}
+`
+
+func helloHandler(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	w.Write([]byte("hello\n"))
+}
+
+// buildGo builds the single-file program src into dir/name, root-owned and
+// not writable by others, as an app's command must be.
+func buildGo(dir, name, src string) (string, error) {
+	file := filepath.Join(dir, name+".go")
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", out, file)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s: %w\n%s", name, err, b)
+	}
+	return out, os.Chmod(out, 0o755)
+}
+
+// appRows measures the app rows at each connection count.
+func appRows(dir string, conns []int, d time.Duration) ([]row, error) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench: app rows skipped: workers run as uid", benchUID, "which needs root")
+		return nil, nil
+	}
+	adir := filepath.Join(dir, "apps")
+	if err := os.Mkdir(adir, 0o755); err != nil {
+		return nil, err
+	}
+	fcgiBin, err := buildGo(adir, "fcgihello", fcgiHelloSrc)
+	if err != nil {
+		return nil, err
+	}
+	httpBin, err := buildGo(adir, "httphello", httpHelloSrc)
+	if err != nil {
+		return nil, err
+	}
+	state := filepath.Join(dir, "apps-state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		return nil, err
+	}
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+[identities]
+source = "static"
+
+[[identities.static]]
+name = "bench"
+uid = %d
+gid = %d
+
+[cells]
+backend = "none"
+
+[[app]]
+path = "/f/"
+protocol = "fastcgi"
+command = [%q]
+run_as = "account"
+account = "bench"
+workers = %d
+
+[[app]]
+path = "/h/"
+protocol = "http"
+command = [%q]
+run_as = "account"
+account = "bench"
+workers = %d
+`, benchUID, benchUID, fcgiBin, appWorkers, httpBin, appWorkers)), "(bench apps)")
+	if err != nil {
+		return nil, err
+	}
+	log := quietLogger()
+	launch, err := server.NewLocal(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	defer launch.Close()
+	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, StateDir: state})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		srv.Close(ctx)
+	}()
+	su, err := serve("suserve", srv.Handler(), "")
+	if err != nil {
+		return nil, err
+	}
+	defer su.stop()
+	direct, err := serve("direct", http.HandlerFunc(helloHandler), "/hello")
+	if err != nil {
+		return nil, err
+	}
+	defer direct.stop()
+	targets := []struct{ name, url string }{
+		{fmt.Sprintf("app fastcgi hello via suserve (%d workers)", appWorkers), su.url + "/f/hello"},
+		{fmt.Sprintf("app http hello via suserve (%d workers)", appWorkers), su.url + "/h/hello"},
+	}
+	// The first request of each app starts its workers: not measured.
+	for _, t := range targets {
+		resp, err := http.Get(t.url)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", t.name, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "hello\n" {
+			return nil, fmt.Errorf("%s: %d %q", t.name, resp.StatusCode, b)
+		}
+	}
+	var rows []row
+	for _, c := range conns {
+		res, err := load(direct.url, c, d, nil)
+		if err != nil {
+			return nil, fmt.Errorf("direct hello: %w", err)
+		}
+		base := new(loadResult)
+		*base = res
+		rows = append(rows, row{name: "direct net/http hello (app baseline)", conns: c, res: res})
+		for _, t := range targets {
+			res, err := load(t.url, c, d, nil)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", t.name, err)
+			}
+			rows = append(rows, row{name: t.name + " vs direct", conns: c, res: res, base: base})
+		}
+	}
+	return rows, nil
+}
