@@ -80,7 +80,7 @@ const appsGrace = app.DefaultGrace + 5*time.Second
 func RefuseApps(cfg *config.Config, mode string) error {
 	var errs []error
 	for _, a := range cfg.Apps {
-		errs = append(errs, fmt.Errorf("%s: app %s (line %d): [[app]] sections are not served with %s yet; run suserve without it (as an ordinary user, whose apps run as itself) or remove the section", displayFile(cfg.File), a.Path, a.Line, mode))
+		errs = append(errs, fmt.Errorf("%s: app %s (line %d): [[app]] sections are not served with %s yet: its launcher does not start persistent workers; remove the section", displayFile(cfg.File), a.Path, a.Line, mode))
 	}
 	return errors.Join(errs...)
 }
