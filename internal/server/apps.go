@@ -127,7 +127,7 @@ func (s *Server) apps() ([]*appRoute, error) {
 				MaxQueue:     maxQueue,
 				StartTimeout: a.StartTimeout.D(),
 				IdleStop:     a.IdleStop.D(),
-				Logger:       s.log.With("app", a.Path),
+				Logger:       s.log, // the pool names the app itself
 			}
 		}
 		x := &appRoute{cfg: a}

@@ -437,3 +437,31 @@ run_as = "authenticated"
 		t.Fatalf("New with a launcher that starts no workers: %v; want a refusal naming line 7", err)
 	}
 }
+
+func TestHTTPAppIsProxiedToItsAccountsWorkerWithoutCredentials(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "httpworker")
+	if out, err := exec.Command("go", "build", "-o", bin, "../app/testdata/httpworker").CombinedOutput(); err != nil {
+		t.Fatalf("building the HTTP worker: %v\n%s", err, out)
+	}
+	os.Chmod(bin, 0o755)
+	as := startApps(t, appState(t), appIdentities+`
+[[app]]
+path = "/app/"
+protocol = "http"
+command = [`+strconv.Quote(bin)+`]
+run_as = "account"
+account = "svc"
+`)
+	resp, body := get(t, as.url+"/app/uid", nil)
+	if resp.StatusCode != 200 || !strings.HasPrefix(body, "61003 ") {
+		t.Fatalf("GET /app/uid: %d %q, want 61003\nlog:\n%s", resp.StatusCode, body, as.log)
+	}
+	_, body = get(t, as.url+"/app/headers", func(r *http.Request) { r.SetBasicAuth("alice", "secret"); r.Header.Set("X-Custom", "kept") })
+	if strings.Contains(body, "Authorization") || !strings.Contains(body, "kept") {
+		t.Errorf("headers the worker saw:\n%s\nwant X-Custom and no Authorization", body)
+	}
+}
