@@ -12,8 +12,6 @@ import (
 	"sync"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/suserve/suserve/internal/identity"
 )
 
@@ -143,52 +141,7 @@ func (l *Local) Start(ctx context.Context, s *Spec) (*Process, error) {
 	}
 	env := l.environ(s.Env, id)
 
-	umaskOnce.Do(func() { syscall.Umask(0o022) })
-	// Descriptors the server inherited or that code outside Go's os and
-	// net packages opened without O_CLOEXEC (systemd's LISTEN_FDS, cgo
-	// libraries) would reach every program: mark them all close-on-exec.
-	// Go's own descriptors are close-on-exec already; the child's 0-2 (and
-	// a script's 3) are set up by ForkExec from files.
-	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
-
-	pidfd := -1
-	fork := func(attr *syscall.SysProcAttr) (int, error) {
-		attr.Setsid = true // its own session and process group, for Kill
-		attr.Pdeathsig = syscall.SIGKILL
-		attr.Credential = cred
-		attr.PidFD = &pidfd
-		return syscall.ForkExec(argv0, args, &syscall.ProcAttr{Dir: dir, Env: env, Files: files, Sys: attr})
-	}
-	var slot Slot
-	var pid int
-	if l.Cells != nil {
-		slot, err = l.Cells.Acquire(ctx, id.Name)
-		if err != nil {
-			return nil, err
-		}
-		pid, err = slot.Spawn(fork)
-	} else {
-		pid, err = fork(&syscall.SysProcAttr{})
-	}
-	if err != nil {
-		if slot != nil {
-			slot.Release()
-		}
-		return nil, diagnoseExec(err, prog, id, shownDir)
-	}
-	if pidfd < 0 {
-		// Without a pidfd the pid could not be told from a reused one.
-		_ = unix.Kill(-pid, unix.SIGKILL)
-		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(pid, &ws, 0, nil)
-		if slot != nil {
-			slot.Release()
-		}
-		return nil, &Failure{Kind: ExecFailed, Path: s.Path, Detail: errNoPidfd.Error(), Exit: -1, Err: errNoPidfd}
-	}
-	p := newProcess(pid, pidfd, s.Path, slot)
-	p.st.stopCtx = context.AfterFunc(ctx, p.st.kill)
-	return p, nil
+	return l.fork(ctx, &checked{id: id, cred: cred, prog: prog, path: s.Path, argv0: argv0, args: args, env: env, dir: dir, shownDir: shownDir, files: files})
 }
 
 // resolve turns Spec.Identity into the identity to run as and the

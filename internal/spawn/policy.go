@@ -71,14 +71,6 @@ func execFloor(files []uintptr) int {
 	return top + 1 + 2 + slots
 }
 
-// lowFD is raise's fixed floor. It is safe only while the numbers in
-// ProcAttr.Files are a few below it, which a caller's streams need not be:
-// raiseAbove(execFloor(files)) is safe whatever their numbers.
-const lowFD = 16
-
-// raise moves the descriptors the child uses to lowFD or above.
-func (p *program) raise() error { return p.raiseAbove(lowFD) }
-
 // raiseAbove moves the descriptors the child uses to floor or above, out of
 // the way of the child's descriptor shuffle (see execFloor). The working
 // directory is entered before the shuffle, but dirfd is moved too so that

@@ -34,9 +34,9 @@ type WorkerSpec struct {
 	ExtraFiles            []*os.File
 }
 
-// maxExtraFiles keeps the descriptors the child sets up below lowFD, where
-// the checked program's descriptor lives.
-const maxExtraFiles = lowFD - 4
+// maxExtraFiles bounds the descriptors a worker inherits besides 0-2: its
+// socket, and not a table of them.
+const maxExtraFiles = 8
 
 // StartWorker checks policy for s, starts the worker as its identity in
 // that identity's cell and returns it. Stop it with Signal (SIGTERM) and
@@ -65,21 +65,10 @@ func (l *Local) StartWorker(ctx context.Context, s *WorkerSpec) (*Process, error
 		return nil, err
 	}
 	defer prog.close()
-	if err := prog.raise(); err != nil {
-		return nil, &Failure{Kind: ExecFailed, Path: s.Path, Detail: "dup: " + err.Error(), Exit: -1, Err: err}
-	}
-	// A binary is executed through its checked descriptor, as Start does.
-	// A #! script cannot be (the interpreter opens a path, and descriptor 3
-	// is the worker's socket), so it is executed by its resolved path:
-	// openCommand established that only root can change that path or the
-	// file.
-	argv0 := "/proc/self/fd/" + strconv.Itoa(prog.fd)
 	if prog.script {
-		sb, _ := parseShebang(prog.head)
-		if sb.endsInCR() {
+		if sb, _ := parseShebang(prog.head); sb.endsInCR() {
 			return nil, crFailure(prog.path, sb)
 		}
-		argv0 = prog.path
 	}
 
 	dir := s.Dir
@@ -99,54 +88,27 @@ func (l *Local) StartWorker(ctx context.Context, s *WorkerSpec) (*Process, error
 	for _, f := range s.ExtraFiles {
 		files = append(files, f.Fd())
 	}
+	// The child's descriptor shuffle writes over numbers just above the
+	// highest of files (execFloor): the exec descriptor must lie beyond it.
+	if err := prog.raiseAbove(execFloor(files)); err != nil {
+		return nil, &Failure{Kind: ExecFailed, Path: s.Path, Detail: "dup: " + err.Error(), Exit: -1, Err: err}
+	}
+	// A binary is executed through its checked descriptor, as Start does.
+	// A #! script cannot be (the interpreter opens a path, and descriptor 3
+	// is the worker's socket), so it is executed by its resolved path:
+	// openCommand established that only root can change that path or the
+	// file.
+	argv0 := "/proc/self/fd/" + strconv.Itoa(prog.fd)
+	if prog.script {
+		argv0 = prog.path
+	}
 	args := s.Args
 	if len(args) == 0 {
 		args = []string{s.Path}
 	}
 	env := l.workerEnviron(s.Env, id)
 
-	umaskOnce.Do(func() { syscall.Umask(0o022) })
-	// As in Start: whatever this process holds without close-on-exec must
-	// not reach the worker; its own descriptors are set up from files.
-	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
-
-	pidfd := -1
-	fork := func(attr *syscall.SysProcAttr) (int, error) {
-		attr.Setsid = true // its own session and process group, for Kill
-		attr.Pdeathsig = syscall.SIGKILL
-		attr.Credential = cred
-		attr.PidFD = &pidfd
-		return syscall.ForkExec(argv0, args, &syscall.ProcAttr{Dir: dir, Env: env, Files: files, Sys: attr})
-	}
-	var slot Slot
-	var pid int
-	if l.Cells != nil {
-		slot, err = l.Cells.Acquire(ctx, id.Name)
-		if err != nil {
-			return nil, err
-		}
-		pid, err = slot.Spawn(fork)
-	} else {
-		pid, err = fork(&syscall.SysProcAttr{})
-	}
-	if err != nil {
-		if slot != nil {
-			slot.Release()
-		}
-		return nil, diagnoseExec(err, prog, id, dir)
-	}
-	if pidfd < 0 {
-		_ = unix.Kill(-pid, unix.SIGKILL)
-		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(pid, &ws, 0, nil)
-		if slot != nil {
-			slot.Release()
-		}
-		return nil, &Failure{Kind: ExecFailed, Path: s.Path, Detail: errNoPidfd.Error(), Exit: -1, Err: errNoPidfd}
-	}
-	p := newProcess(pid, pidfd, s.Path, slot)
-	p.st.stopCtx = context.AfterFunc(ctx, p.st.kill)
-	return p, nil
+	return l.fork(ctx, &checked{id: id, cred: cred, prog: prog, path: s.Path, argv0: argv0, args: args, env: env, dir: dir, shownDir: dir, files: files})
 }
 
 // Signal sends sig to the program through its pidfd, which cannot name a

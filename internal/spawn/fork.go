@@ -1,0 +1,77 @@
+package spawn
+
+import (
+	"context"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/suserve/suserve/internal/identity"
+)
+
+// checked is a program that passed its checks, ready to fork: what Start
+// and StartWorker share once each has applied its own policy.
+type checked struct {
+	id       identity.Identity
+	cred     *syscall.Credential // nil: stay the server's own user
+	prog     *program
+	path     string // the program as configured, for messages
+	argv0    string
+	args     []string
+	env      []string
+	dir      string // the working directory as the child enters it
+	shownDir string // the same, for messages
+	files    []uintptr
+}
+
+// fork starts c in its identity's cell (or its own process group when cells
+// are off) and returns it, or the diagnosis of why the exec failed.
+func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
+	umaskOnce.Do(func() { syscall.Umask(0o022) })
+	// Descriptors the server inherited or that code outside Go's os and
+	// net packages opened without O_CLOEXEC (systemd's LISTEN_FDS, cgo
+	// libraries) would reach every program: mark them all close-on-exec.
+	// Go's own descriptors are close-on-exec already; the child's own are
+	// set up by ForkExec from files.
+	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+
+	pidfd := -1
+	fork := func(attr *syscall.SysProcAttr) (int, error) {
+		attr.Setsid = true // its own session and process group, for Kill
+		attr.Pdeathsig = syscall.SIGKILL
+		attr.Credential = c.cred
+		attr.PidFD = &pidfd
+		return syscall.ForkExec(c.argv0, c.args, &syscall.ProcAttr{Dir: c.dir, Env: c.env, Files: c.files, Sys: attr})
+	}
+	var slot Slot
+	var pid int
+	var err error
+	if l.Cells != nil {
+		slot, err = l.Cells.Acquire(ctx, c.id.Name)
+		if err != nil {
+			return nil, err
+		}
+		pid, err = slot.Spawn(fork)
+	} else {
+		pid, err = fork(&syscall.SysProcAttr{})
+	}
+	if err != nil {
+		if slot != nil {
+			slot.Release()
+		}
+		return nil, diagnoseExec(err, c.prog, c.id, c.shownDir)
+	}
+	if pidfd < 0 {
+		// Without a pidfd the pid could not be told from a reused one.
+		_ = unix.Kill(-pid, unix.SIGKILL)
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(pid, &ws, 0, nil)
+		if slot != nil {
+			slot.Release()
+		}
+		return nil, &Failure{Kind: ExecFailed, Path: c.path, Detail: errNoPidfd.Error(), Exit: -1, Err: errNoPidfd}
+	}
+	p := newProcess(pid, pidfd, c.path, slot)
+	p.st.stopCtx = context.AfterFunc(ctx, p.st.kill)
+	return p, nil
+}
