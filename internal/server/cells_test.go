@@ -1,15 +1,20 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/suserve/suserve/internal/config"
 	"github.com/suserve/suserve/internal/testutil"
@@ -198,5 +203,54 @@ queue_timeout = "200ms"`, map[string]string{"hello": helloCGI, "hold": "#!/bin/s
 	resp, body = get(t, ts.URL+"/carol/hello", nil)
 	if resp.StatusCode != 200 {
 		t.Fatalf("after the cells were freed: %d\n%s", resp.StatusCode, body)
+	}
+}
+
+// TestDisconnectKillsADetachedGrandchildThroughItsCell: a program that
+// forks a grandchild into a session of its own (out of reach of a
+// process-group kill) and then stalls leaves nothing behind when its client
+// goes away: the cell's request group is killed whole. (Time-outs end a
+// request through the same kill.)
+func TestDisconnectKillsADetachedGrandchildThroughItsCell(t *testing.T) {
+	const detach = "#!/bin/sh\n" +
+		"setsid sh -c 'echo $$ > \"$0\"; exec sleep 300' \"$(dirname \"$SCRIPT_FILENAME\")/grandchild.pid\" &\n" +
+		"sleep 300\n"
+	ts := cellServer(t, `budget = "256MiB"
+cell_memory = "64MiB"`, map[string]string{"detach": detach})
+	pidFile := filepath.Join(ts.state, "alice", "grandchild.pid")
+	os.WriteFile(pidFile, nil, 0o666)
+	os.Chown(pidFile, 61001, 61001)
+
+	done := make(chan *http.Response, 1)
+	req, _ := http.NewRequest("GET", ts.URL+"/alice/detach", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	req = req.WithContext(ctx)
+	go func() {
+		resp, _ := http.DefaultClient.Do(req)
+		done <- resp
+	}()
+	// Wait for the grandchild to say who it is, and hold a pidfd on it.
+	var pidfd int
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		b, _ := os.ReadFile(pidFile)
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+			if pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
+				t.Fatalf("grandchild %d: %v", pid, err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the grandchild never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer unix.Close(pidfd)
+	// The client goes away: the request's whole tree must go with it.
+	cancel()
+	<-done
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 5000)
+	if err != nil || n != 1 {
+		t.Fatalf("the detached grandchild outlived its request (poll %d, %v)", n, err)
 	}
 }
