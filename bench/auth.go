@@ -18,7 +18,9 @@ import (
 // request carries HTTP Basic credentials checked against an htpasswd file
 // at bcrypt's default cost (about 60 ms a check here), so the row shows
 // what the verified-credential cache leaves of that cost when warm. The
-// program, in a root-owned directory, runs as the user who authenticated.
+// program, in a root-owned directory, runs as the user who authenticated;
+// cells are off so that the row isolates authentication (the cells rows
+// show their own cost).
 func authenticatedRow(dir, prog string) (target, error) {
 	adir := filepath.Join(dir, "auth")
 	if err := os.Mkdir(adir, 0o755); err != nil {
@@ -36,14 +38,14 @@ func authenticatedRow(dir, prog string) (target, error) {
 	if err := auth.SetPassword(htpasswd, user, []byte(password), bcrypt.DefaultCost); err != nil {
 		return target{}, err
 	}
-	text := strings.Replace(privsepConfig("127.0.0.1:0", adir, "suserve-bench-auth", "auto"), `run_as = "account"
+	text := strings.Replace(privsepConfig("127.0.0.1:0", adir, "suserve-bench-auth", "none"), `run_as = "account"
 account = "bench"`, `run_as = "authenticated"`, 1)
 	text = strings.Replace(text, "[identities]", fmt.Sprintf("[auth]\nmode = \"basic\"\nhtpasswd = %q\n\n[identities]", htpasswd), 1)
 	cfg, err := config.Parse([]byte(text), "(bench auth)")
 	if err != nil {
 		return target{}, err
 	}
-	t, err := serveConfig("suserve in-process, authenticated (warm cache), cells auto", cfg, dir, "/cgi-bin/hello")
+	t, err := serveConfig("suserve in-process, authenticated (warm cache), cells none", cfg, dir, "/cgi-bin/hello")
 	if err != nil {
 		return target{}, err
 	}
