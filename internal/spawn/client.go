@@ -324,7 +324,9 @@ func (p *RemoteProcess) finish(err error, rt time.Duration) {
 }
 
 // Wait waits for the spawner's exit report: nil for exit status 0, else a
-// *Failure as Process.Wait returns it.
+// *Failure as Process.Wait returns it. When it returns, the program's
+// whole tree is gone: the spawner kills what the program left running
+// before it reports the exit.
 func (p *RemoteProcess) Wait() error {
 	<-p.done
 	return p.err
@@ -342,8 +344,16 @@ func (p *RemoteProcess) Runtime() time.Duration {
 }
 
 // Kill asks the spawner to kill the program's tree and reap it. It is
-// idempotent and safe concurrently with Wait and after it.
+// idempotent and safe concurrently with Wait and after it. After the exit
+// report it sends nothing: the spawner kills what a program left running
+// and reaps it before reporting its exit, and a connection that ended
+// took every program with it.
 func (p *RemoteProcess) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
 	p.killOnce.Do(func() {
 		_ = writeMessage(p.c.c, &Message{Kind: KindKill, Kill: &KillRequest{Handle: p.handle}})
 	})

@@ -214,7 +214,16 @@ func (fc *frontConn) spawn(m *Message) {
 	fc.send(&Message{Kind: KindStarted, Started: &StartedReply{ID: r.ID, Handle: h, Pid: int32(p.Pid())}})
 	// The report follows the reply: both go out on this goroutine.
 	werr := p.Wait()
-	x := &ExitReport{Handle: h, Exit: 0, Runtime: time.Since(started)}
+	rt := time.Since(started)
+	// The program has exited: what it left running is killed, and it is
+	// reaped, before the report goes out, as the gateway kills a program's
+	// tree after every Wait. The front then owes no kill message for it,
+	// and a program's cell slot is free as soon as its report is sent.
+	fc.mu.Lock()
+	delete(fc.live, h)
+	fc.mu.Unlock()
+	p.Kill()
+	x := &ExitReport{Handle: h, Exit: 0, Runtime: rt}
 	var f *Failure
 	if errors.As(werr, &f) {
 		x.Cause, x.Exit, x.Signal, x.Killed, x.Cell, x.Detail = f.Kind, int32(f.Exit), int32(f.Signal), f.Killed, f.Cell, f.Detail
@@ -265,8 +274,9 @@ func hasDotDot(p string) bool {
 	return false
 }
 
-// kill kills a program the front is done with and forgets it; Kill also
-// reaps it once it has exited.
+// kill kills a program the front is done with before it exited, and
+// forgets it; Kill also reaps it once it has exited. A kill for a program
+// already reported finds nothing: spawn has killed and reaped it.
 func (fc *frontConn) kill(h uint64) {
 	fc.mu.Lock()
 	p := fc.live[h]

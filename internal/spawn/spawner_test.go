@@ -1,6 +1,7 @@
 package spawn
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -538,4 +540,88 @@ func BenchmarkBoundary(b *testing.B) {
 		c.Close()
 		<-done
 	})
+}
+
+// TestExitReportComesWithTheTreeGone: the spawner kills what a program
+// left running and reaps it before it reports the exit, as the gateway
+// kills after every Wait, so no kill from the front is needed for it.
+func TestExitReportComesWithTheTreeGone(t *testing.T) {
+	b := newBoundary(t, 0)
+	c := NewClient(b.front)
+	r, w := pipe(t)
+	p, err := c.Start(context.Background(), &Spec{Path: b.f.probe("probe"), Args: []string{"probe", "bg", "exit"}, Route: "/acct/", Identity: "alice", Stdout: w})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the probe's output: %v", err)
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("the probe printed %q", line)
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	// No Kill: the background child goes with the report.
+	pidGone(t, child)
+	pidGone(t, p.Pid())
+}
+
+// TestKillAfterTheReportSendsNothing plays the spawner to a client: once
+// the exit report is in, Kill has nothing to ask for, and the next
+// message the spawner reads is the next request.
+func TestKillAfterTheReportSendsNothing(t *testing.T) {
+	sp, front, err := Socketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	c := NewClient(front)
+	defer c.Close()
+	buf, oob := newBuffers()
+	started := make(chan *RemoteProcess, 1)
+	go func() {
+		p, err := c.Start(context.Background(), &Spec{Path: "/bin/true", Route: "/r/", Identity: "alice"})
+		if err != nil {
+			t.Error(err)
+		}
+		started <- p
+	}()
+	next := func() *Message {
+		t.Helper()
+		sp.SetReadDeadline(time.Now().Add(10 * time.Second))
+		m, err := readMessage(sp, buf, oob)
+		if err != nil {
+			t.Fatalf("the spawner's side reads: %v", err)
+		}
+		m.Close()
+		return m
+	}
+	m := next()
+	if m.Kind != KindSpawn {
+		t.Fatalf("first message %v, want spawn", m.Kind)
+	}
+	for _, reply := range []*Message{
+		{Kind: KindStarted, Started: &StartedReply{ID: m.Spawn.ID, Handle: 7, Pid: 1}},
+		{Kind: KindExited, Exited: &ExitReport{Handle: 7}},
+	} {
+		if err := writeMessage(sp, reply); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := <-started
+	if p == nil {
+		t.FailNow()
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	p.Kill()
+	go c.Start(context.Background(), &Spec{Path: "/bin/false", Route: "/r/", Identity: "alice"})
+	if m := next(); m.Kind != KindSpawn || m.Spawn.Path != "/bin/false" {
+		t.Fatalf("after Kill of a reported program the spawner read %v %+v, want the next spawn", m.Kind, m.Kill)
+	}
 }

@@ -33,7 +33,7 @@ const (
 	KindStarted                    // the reply: the program's handle and pid
 	KindRefused                    // the reply: why it was not started
 	KindExited                     // how a started program ended
-	KindKill                       // kill a started program's tree
+	KindKill                       // kill a started program's tree before it has exited
 	KindHello                      // the front's own end of the connection; 1 descriptor attached
 )
 
@@ -137,7 +137,9 @@ type Refusal struct {
 	RetryAfter time.Duration // a full budget's Retry-After; 0 when none
 }
 
-// ExitReport says how a started program ended.
+// ExitReport says how a started program ended. The spawner sends it once
+// the program has exited and its tree has been killed and reaped, so the
+// front sends no kill for a program it has the report of.
 type ExitReport struct {
 	Handle  uint64
 	Cause   Cause // 0: exited with status 0
@@ -472,8 +474,10 @@ func parseRights(oob []byte) ([]*os.File, error) {
 			bad = fmt.Errorf("%w: rights: %v", ErrField, err)
 			continue
 		}
+		// The descriptors are close-on-exec already: the net package
+		// receives with MSG_CMSG_CLOEXEC (or sets the flag itself where
+		// the kernel has none), so no program inherits one by accident.
 		for _, fd := range fds {
-			unix.CloseOnExec(fd)
 			files = append(files, os.NewFile(uintptr(fd), "received"))
 		}
 	}
