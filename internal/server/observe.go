@@ -55,13 +55,11 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		rec := &cgi.Record{ID: ids.next()}
 		r = r.WithContext(cgi.NewContext(r.Context(), rec))
 		lw := &logWriter{ResponseWriter: w}
-		s.mu.Lock()
-		s.active++
-		s.mu.Unlock()
+		s.active.Add(1)
+		s.inflight.Add(1)
 		defer func() {
-			s.mu.Lock()
-			s.active--
-			s.mu.Unlock()
+			s.active.Add(-1)
+			defer s.inflight.Done()
 			status := lw.status // 0: the connection was aborted before a response
 			attrs := []slog.Attr{
 				slog.String("request_id", rec.ID),

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,8 +59,8 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu     sync.Mutex
-	active int
+	active   atomic.Int64   // requests in flight, for the log and the status page
+	inflight sync.WaitGroup // the same, to wait for at shutdown
 }
 
 // New builds the server's handlers from cfg. It does not listen.
@@ -135,13 +136,12 @@ func (s *Server) Serve(ctx context.Context, ln, admin net.Listener) error {
 		cancelRequests()
 		// Programs are killed when their request's context ends; give the
 		// handlers a moment to report before the connections are closed.
-		wait, cancelWait := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancelWait()
-		for s.Active() > 0 && wait.Err() == nil {
-			select {
-			case <-wait.Done():
-			case <-time.After(10 * time.Millisecond):
-			}
+		// The listeners are closed: no request starts any more.
+		drained := make(chan struct{})
+		go func() { s.inflight.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(2 * time.Second):
 		}
 		srv.Close()
 	}
@@ -156,11 +156,7 @@ func (s *Server) Serve(ctx context.Context, ln, admin net.Listener) error {
 }
 
 // Active is the number of requests in flight.
-func (s *Server) Active() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.active
-}
+func (s *Server) Active() int { return int(s.active.Load()) }
 
 var errAddrInUse = syscall.EADDRINUSE
 
