@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"os"
@@ -236,7 +235,7 @@ func (h *Handler) serveFastCGI(w http.ResponseWriter, r *http.Request, rec *cgi.
 		return h.logger().With("request_id", rec.ID, "app", p.Name, "identity", p.Identity, "pid", wk.pid)
 	}
 	req := &fcgi.Request{
-		Params: fcgi.EnvParams(h.env(r, rec, script, length)),
+		Params: h.params(r, rec, script, length),
 		Stdin:  body,
 		Stderr: func(line string) { log().Info("app stderr", "line", line) },
 	}
@@ -449,107 +448,22 @@ func (h *Handler) script(urlPath string) (scriptPath, bool) {
 	return sc, true
 }
 
-// skipHeader are request fields never passed as HTTP_*: credentials (RFC
-// 3875 §4.1.18 lets a server withhold them, and a worker running as another
-// identity must not see the user's password), Proxy (httpoxy,
-// CVE-2016-5385), and the fields passed as CONTENT_*.
-var skipHeader = map[string]bool{
-	"Authorization": true, "Proxy-Authorization": true, "Proxy": true,
-	"Content-Length": true, "Content-Type": true,
-}
-
-// env is the request's CGI meta-variables (RFC 3875 §4.1), sent as FastCGI
-// params.
-func (h *Handler) env(r *http.Request, rec *cgi.Record, sc scriptPath, length int64) []string {
-	env := make([]string, 0, 24+len(r.Header))
-	add := func(k, v string) { env = append(env, k+"="+v) }
-	software := h.ServerSoftware
-	if software == "" {
-		software = "suserve"
+// params is the request's CGI meta-variables (RFC 3875 §4.1) as FastCGI
+// params, built straight into the list the request sends.
+func (h *Handler) params(r *http.Request, rec *cgi.Record, sc scriptPath, length int64) []fcgi.Param {
+	ps := make([]fcgi.Param, 0, 24+len(r.Header))
+	m := cgi.MetaVars{
+		Software:       h.ServerSoftware,
+		DocumentRoot:   h.Dir,
+		ScriptName:     sc.name,
+		ScriptFilename: sc.file,
+		PathInfo:       sc.pathInfo,
+		ContentLength:  length,
+		AuthType:       rec.AuthType,
+		User:           rec.User,
 	}
-	add("SERVER_SOFTWARE", software)
-	add("GATEWAY_INTERFACE", "CGI/1.1")
-	add("SERVER_PROTOCOL", r.Proto)
-	add("REQUEST_METHOD", r.Method)
-	add("REQUEST_URI", r.RequestURI)
-	add("QUERY_STRING", r.URL.RawQuery)
-	name, port := serverNamePort(r)
-	add("SERVER_NAME", name)
-	add("SERVER_PORT", port)
-	if r.TLS != nil {
-		add("HTTPS", "on")
-	}
-	if host, rport, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		add("REMOTE_ADDR", host)
-		add("REMOTE_PORT", rport)
-	} else {
-		add("REMOTE_ADDR", r.RemoteAddr)
-	}
-	if rec.AuthType != "" {
-		add("AUTH_TYPE", rec.AuthType)
-	}
-	if rec.User != "" {
-		add("REMOTE_USER", rec.User)
-	}
-	add("DOCUMENT_ROOT", h.Dir)
-	add("SCRIPT_NAME", sc.name)
-	add("SCRIPT_FILENAME", sc.file)
-	if sc.pathInfo != "" {
-		add("PATH_INFO", sc.pathInfo)
-		add("PATH_TRANSLATED", strings.TrimSuffix(h.Dir, "/")+sc.pathInfo)
-	}
-	add("CONTENT_LENGTH", strconv.FormatInt(length, 10))
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		add("CONTENT_TYPE", ct)
-	}
+	m.Each(r, func(name, value string) { ps = append(ps, fcgi.Param{Name: name, Value: value}) })
 	// php-cgi refuses requests without it (cgi.force_redirect); nginx's
 	// fastcgi_params sets it the same way.
-	add("REDIRECT_STATUS", "200")
-	if r.Host != "" {
-		add("HTTP_HOST", r.Host)
-	}
-	for k, vv := range r.Header {
-		if skipHeader[k] || !envableName(k) {
-			continue
-		}
-		add("HTTP_"+strings.ToUpper(strings.ReplaceAll(k, "-", "_")), strings.Join(vv, ", "))
-	}
-	return env
-}
-
-// envableName: names with "_" or other characters are dropped, as Apache
-// 2.4 does, because "X-User" and "X_User" would both become HTTP_X_USER.
-func envableName(k string) bool {
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return k != ""
-}
-
-// serverNamePort is SERVER_NAME and SERVER_PORT (RFC 3875 §4.1.14, §4.1.15).
-func serverNamePort(r *http.Request) (string, string) {
-	name, port, err := net.SplitHostPort(r.Host)
-	if err != nil {
-		name, port = strings.Trim(r.Host, "[]"), ""
-	}
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		if h, p, err := net.SplitHostPort(la.String()); err == nil {
-			if port == "" {
-				port = p
-			}
-			if name == "" {
-				name = h
-			}
-		}
-	}
-	if port == "" {
-		port = "80"
-		if r.TLS != nil {
-			port = "443"
-		}
-	}
-	return name, port
+	return append(ps, fcgi.Param{Name: "REDIRECT_STATUS", Value: "200"})
 }

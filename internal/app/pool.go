@@ -71,10 +71,15 @@ type Pool struct {
 	// the pool stopped its workers for being idle.
 	OnIdle func()
 
-	mu       sync.Mutex
-	dir      string // the private socket directory, once made
-	workers  []*worker
-	changed  chan struct{} // closed and replaced when a worker becomes free, ready or gone
+	mu      sync.Mutex
+	dir     string // the private socket directory, once made
+	workers []*worker
+	// waiters are the requests waiting for a worker, oldest first. A
+	// freed slot wakes one of them, not all: with many requests queued
+	// on a few workers, waking every waiter for each freed slot cost
+	// each request a goroutine wakeup per waiter. A worker that becomes
+	// ready or goes, and Close, wake them all.
+	waiters  []*waiter
 	waiting  int
 	inflight int
 	next     int // round-robin start for picking among equally busy workers
@@ -159,12 +164,47 @@ func (p *Pool) Stats() Stats {
 	return s
 }
 
+// waiter is one request waiting for a worker. Its channel holds at most
+// one wakeup, so waking never blocks the waker.
+type waiter struct{ wake chan struct{} }
+
 // broadcast wakes every waiting request; p.mu is held.
 func (p *Pool) broadcast() {
-	if p.changed != nil {
-		close(p.changed)
+	for _, w := range p.waiters {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
 	}
-	p.changed = make(chan struct{})
+}
+
+// wakeOne wakes the oldest waiting request not yet woken, for one freed
+// slot; p.mu is held.
+func (p *Pool) wakeOne() {
+	for _, w := range p.waiters {
+		select {
+		case w.wake <- struct{}{}:
+			return
+		default:
+		}
+	}
+}
+
+// unqueue takes w out of the queue; p.mu is held. A wakeup it received but
+// did not use (it timed out, or its client left) goes to the next waiter,
+// so that a freed slot is never lost.
+func (p *Pool) unqueue(w *waiter) {
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			break
+		}
+	}
+	select {
+	case <-w.wake:
+		p.wakeOne()
+	default:
+	}
 }
 
 // errRetired is acquire's answer after a per-user pool retired for being
@@ -183,17 +223,18 @@ func (p *Pool) acquire(ctx context.Context) (_ *worker, err error) {
 			p.armIdle()
 		}
 	}()
-	if p.changed == nil {
-		p.broadcast()
-	}
 	if p.idle != nil {
 		p.idle.Stop()
 	}
 	p.lastUsed = time.Now()
 	var timer *time.Timer
+	var me *waiter
 	defer func() {
 		if timer != nil {
 			timer.Stop()
+		}
+		if me != nil {
+			p.unqueue(me)
 		}
 	}()
 	for {
@@ -223,12 +264,15 @@ func (p *Pool) acquire(ctx context.Context) (_ *worker, err error) {
 		if timer == nil {
 			timer = time.NewTimer(orDefault(p.QueueTimeout, DefaultQueueTimeout))
 		}
-		ch := p.changed
+		if me == nil {
+			me = &waiter{wake: make(chan struct{}, 1)}
+			p.waiters = append(p.waiters, me)
+		}
 		p.waiting++
 		p.mu.Unlock()
 		timedOut := false
 		select {
-		case <-ch:
+		case <-me.wake:
 		case <-ctx.Done():
 			err = newFailure(ClientGone, ctx.Err(), "gave up waiting for a worker")
 		case <-timer.C:
@@ -356,9 +400,7 @@ func (p *Pool) release(w *worker, healthy bool) {
 		w.served = true
 		p.failures = 0
 	}
-	if p.waiting > 0 {
-		p.broadcast()
-	}
+	p.wakeOne()
 	p.armIdle()
 }
 
@@ -568,9 +610,7 @@ func (p *Pool) Close(ctx context.Context) error {
 				p.stop(w)
 			}
 		}
-		if p.changed != nil {
-			p.broadcast()
-		}
+		p.broadcast()
 	}
 	p.mu.Unlock()
 	done := make(chan struct{})

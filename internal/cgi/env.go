@@ -43,14 +43,28 @@ type script struct {
 	nph      bool   // non-parsed header program (RFC 3875 §5)
 }
 
-// env builds the complete environment of a program (RFC 3875 §4.1): the
-// meta-variables, the request's header fields as HTTP_*, PATH and the
-// pass_env variables, and nothing else of the server's own environment.
-func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength int64) []string {
-	env := make([]string, 0, 24+len(r.Header)+len(h.PassEnv))
-	add := func(k, v string) { env = append(env, k+"="+v) }
+// MetaVars are the values of a request's CGI meta-variables (RFC 3875
+// §4.1) that the gateway decides rather than reads from the request: where
+// the script is, how long the body is, who authenticated. The CGI gateway
+// passes the result as a program's environment, the app gateway as
+// FastCGI params.
+type MetaVars struct {
+	Software       string // SERVER_SOFTWARE; "" is "suserve"
+	DocumentRoot   string // DOCUMENT_ROOT, and the root PATH_TRANSLATED maps PATH_INFO onto
+	ScriptName     string // SCRIPT_NAME: the URL path up to and including the script
+	ScriptFilename string // SCRIPT_FILENAME: the script's file
+	PathInfo       string // PATH_INFO, decoded; "" sets neither it nor PATH_TRANSLATED
+	ContentLength  int64  // CONTENT_LENGTH; < 0 leaves it unset
+	AuthType       string // AUTH_TYPE; "" leaves it unset
+	User           string // REMOTE_USER; "" leaves it unset
+}
 
-	software := h.ServerSoftware
+// Each calls add with every meta-variable of r, in a fixed order: the
+// server's and the client's, the script's, CONTENT_*, then HTTP_HOST and
+// the request's header fields as HTTP_* (never credentials, Proxy, or a
+// name that would be ambiguous as a variable).
+func (m *MetaVars) Each(r *http.Request, add func(name, value string)) {
+	software := m.Software
 	if software == "" {
 		software = "suserve"
 	}
@@ -76,28 +90,24 @@ func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength in
 		add("REMOTE_ADDR", r.RemoteAddr)
 		add("REMOTE_HOST", r.RemoteAddr)
 	}
-	if rec.AuthType != "" {
-		add("AUTH_TYPE", rec.AuthType)
+	if m.AuthType != "" {
+		add("AUTH_TYPE", m.AuthType)
 	}
-	if rec.User != "" {
-		add("REMOTE_USER", rec.User)
+	if m.User != "" {
+		add("REMOTE_USER", m.User)
 	}
 
-	docRoot := h.DocumentRoot
-	if docRoot == "" {
-		docRoot = h.Root
-	}
-	add("DOCUMENT_ROOT", docRoot)
-	add("SCRIPT_NAME", sc.name)
-	add("SCRIPT_FILENAME", sc.file)
-	if sc.pathInfo != "" {
+	add("DOCUMENT_ROOT", m.DocumentRoot)
+	add("SCRIPT_NAME", m.ScriptName)
+	add("SCRIPT_FILENAME", m.ScriptFilename)
+	if m.PathInfo != "" {
 		// §4.1.5 and §4.1.6: both NULL when there is no path info.
 		// PATH_TRANSLATED maps it onto the document root, as Apache does.
-		add("PATH_INFO", sc.pathInfo)
-		add("PATH_TRANSLATED", strings.TrimSuffix(docRoot, "/")+sc.pathInfo)
+		add("PATH_INFO", m.PathInfo)
+		add("PATH_TRANSLATED", strings.TrimSuffix(m.DocumentRoot, "/")+m.PathInfo)
 	}
-	if contentLength >= 0 {
-		add("CONTENT_LENGTH", strconv.FormatInt(contentLength, 10))
+	if m.ContentLength >= 0 {
+		add("CONTENT_LENGTH", strconv.FormatInt(m.ContentLength, 10))
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		add("CONTENT_TYPE", ct)
@@ -111,8 +121,32 @@ func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength in
 		if skipHeader[k] || !envableName(k) {
 			continue
 		}
-		env = append(env, headerVar(k, vv))
+		add(headerVarName(k), joinValues(vv))
 	}
+}
+
+// env builds the complete environment of a program (RFC 3875 §4.1): the
+// meta-variables, the request's header fields as HTTP_*, PATH and the
+// pass_env variables, and nothing else of the server's own environment.
+func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength int64) []string {
+	env := make([]string, 0, 24+len(r.Header)+len(h.PassEnv))
+	add := func(k, v string) { env = append(env, k+"="+v) }
+
+	docRoot := h.DocumentRoot
+	if docRoot == "" {
+		docRoot = h.Root
+	}
+	m := MetaVars{
+		Software:       h.ServerSoftware,
+		DocumentRoot:   docRoot,
+		ScriptName:     sc.name,
+		ScriptFilename: sc.file,
+		PathInfo:       sc.pathInfo,
+		ContentLength:  contentLength,
+		AuthType:       rec.AuthType,
+		User:           rec.User,
+	}
+	m.Each(r, add)
 
 	pathSet := false
 	for _, k := range h.PassEnv {
@@ -144,19 +178,10 @@ func envableName(k string) bool {
 	return k != ""
 }
 
-// headerVar is "HTTP_NAME=v1, v2": §4.1.18 upper case, "-" as "_", repeated
-// fields joined as RFC 9110 §5.3 allows.
-func headerVar(k string, vv []string) string {
-	n := 5 + len(k) + 1
-	for i, v := range vv {
-		if i > 0 {
-			n += 2
-		}
-		n += len(v)
-	}
-	var b strings.Builder
-	b.Grow(n)
-	b.WriteString("HTTP_")
+// headerVarName is HTTP_NAME for field k: §4.1.18 upper case, "-" as "_".
+func headerVarName(k string) string {
+	b := make([]byte, 0, 5+len(k))
+	b = append(b, "HTTP_"...)
 	for i := 0; i < len(k); i++ {
 		c := k[i]
 		switch {
@@ -165,16 +190,18 @@ func headerVar(k string, vv []string) string {
 		case c >= 'a' && c <= 'z':
 			c -= 'a' - 'A'
 		}
-		b.WriteByte(c)
+		b = append(b, c)
 	}
-	b.WriteByte('=')
-	for i, v := range vv {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(v)
+	return string(b)
+}
+
+// joinValues joins a repeated field's values with ", ", as RFC 9110 §5.3
+// allows.
+func joinValues(vv []string) string {
+	if len(vv) == 1 {
+		return vv[0]
 	}
-	return b.String()
+	return strings.Join(vv, ", ")
 }
 
 // serverNamePort is SERVER_NAME and SERVER_PORT (§4.1.14, §4.1.15): the

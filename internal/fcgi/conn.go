@@ -53,6 +53,7 @@ type Conn struct {
 
 	wmu  sync.Mutex // held while a record is written: STDIN and ABORT_REQUEST may race
 	wbuf []byte     // BEGIN/PARAMS, then STDIN records; one writer at a time
+	pbuf []byte     // the encoded params, kept for the next request
 
 	busy   atomic.Bool
 	broken atomic.Bool // the connection can no longer carry a request
@@ -167,12 +168,15 @@ func (c *Conn) appendRequestHead(b []byte, req *Request) ([]byte, error) {
 	b = appendRecord(b, TypeBeginRequest, requestID, []byte{0, roleResponder, flags, 0, 0, 0, 0, 0})
 	// The pairs are encoded first and then cut into records, so a pair may
 	// straddle two records as §3.4 permits and Go's child expects.
-	var pairs []byte
+	pairs := c.pbuf[:0]
 	var err error
 	for _, p := range req.Params {
 		if pairs, err = AppendPair(pairs, p.Name, p.Value); err != nil {
 			return b, err
 		}
+	}
+	if cap(pairs) <= wbufSize {
+		c.pbuf = pairs[:0] // a huge one is not held for the next request
 	}
 	b = appendStream(b, TypeParams, requestID, pairs)
 	b = appendRecord(b, TypeParams, requestID, nil)
