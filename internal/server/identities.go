@@ -166,7 +166,7 @@ func (s *Server) who(w http.ResponseWriter, r *http.Request, rt *route, user str
 		if err != nil {
 			var pe *identity.PolicyError
 			if errors.As(err, &pe) {
-				rec.Cause = "refused by policy: " + pe.Error()
+				rec.Cause = "refused by policy" // a class: the detail names the user
 				s.log.Warn("owner route refused", "request_id", rec.ID, "user", user, "cause", pe.Error())
 				http.Error(w, "403 Forbidden\nrequest id: "+rec.ID, http.StatusForbidden)
 				return "", "", false

@@ -81,6 +81,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 				s.recent.add(failureEntry{When: start, ID: rec.ID, Path: r.URL.Path, Status: status, Program: rec.Program, Identity: rec.Identity, Cause: rec.Cause})
 			}
 			s.log.LogAttrs(r.Context(), slog.LevelInfo, "access", attrs...)
+			s.metrics.observe(status, rec.Cause, time.Since(start))
 		}()
 		next.ServeHTTP(lw, r)
 	})

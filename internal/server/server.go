@@ -59,6 +59,7 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	metrics  *metrics
 	active   atomic.Int64   // requests in flight, for the log and the status page
 	inflight sync.WaitGroup // the same, to wait for at shutdown
 }
@@ -76,6 +77,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: opts.Logger, opts: opts, recent: newRecentFailures(50), started: time.Now(), auth: a, ids: opts.Identities}
+	s.metrics = newMetrics(s)
 	if s.appRoutes, err = s.apps(); err != nil {
 		return nil, err
 	}
