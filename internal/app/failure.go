@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -148,41 +147,4 @@ func transportFailure(err error) *Failure {
 		return newFailure(ProtocolError, err, "%v", err)
 	}
 	return newFailure(Unreachable, err, "%v", err)
-}
-
-// retryAfterSeconds is a Retry-After value (RFC 9110 §10.2.3), rounded up.
-func retryAfterSeconds(d time.Duration) string {
-	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
-}
-
-// writePage sends the short page a client gets: the status, the cause class
-// and the request id; the detail and stderr lines only with diagnostics on,
-// because they name files and programs.
-func writePage(w http.ResponseWriter, rec *cgi.Record, f *Failure, diagnostics bool) {
-	hdr := w.Header()
-	for k := range hdr {
-		delete(hdr, k)
-	}
-	hdr.Set("Content-Type", "text/plain; charset=utf-8")
-	hdr.Set("X-Content-Type-Options", "nosniff")
-	hdr.Set("Cache-Control", "no-store")
-	if f.RetryAfter > 0 {
-		hdr.Set("Retry-After", retryAfterSeconds(f.RetryAfter))
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%d %s\n\ncause: %s\nrequest id: %s\n", f.Status, http.StatusText(f.Status), f.Cause, rec.ID)
-	if diagnostics {
-		if f.Detail != "" {
-			b.WriteString("detail: " + f.Detail + "\n")
-		}
-		if len(f.Stderr) > 0 {
-			b.WriteString("stderr:\n")
-			for _, l := range f.Stderr {
-				b.WriteString("  " + l + "\n")
-			}
-		}
-	}
-	hdr.Set("Content-Length", strconv.Itoa(b.Len()))
-	w.WriteHeader(f.Status)
-	_, _ = w.Write([]byte(b.String()))
 }

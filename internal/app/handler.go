@@ -177,7 +177,11 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, rec *cgi.Record, 
 	if f.Cause == ClientGone {
 		panic(http.ErrAbortHandler) // nobody reads a page
 	}
-	writePage(w, rec, f, h.Diagnostics)
+	cgi.WriteErrorPage(w, cgi.ErrorPage{
+		Status: f.Status, Cause: string(f.Cause), RequestID: rec.ID,
+		Detail: f.Detail, Stderr: f.Stderr, RetryAfter: f.RetryAfter,
+		ShowDetail: h.Diagnostics,
+	})
 }
 
 // diagnose classifies an error talking to wk. A worker that died shows up
@@ -258,12 +262,12 @@ func (h *Handler) serveFastCGI(w http.ResponseWriter, r *http.Request, rec *cgi.
 	}()
 	status, hdr, err := readCGIHeader(br)
 	if err != nil {
-		var he *headerError
+		var he *cgi.HeaderError
 		switch {
 		case errors.As(err, &he):
-			h.fail(w, r, rec, p, newFailure(Malformed, err, "%s", he.detail))
+			h.fail(w, r, rec, p, newFailure(Malformed, err, "%s", he.Detail()))
 			return // the worker is sound; its output is not
-		case errors.Is(err, errNoHeader):
+		case errors.Is(err, cgi.ErrIncompleteHeader):
 			h.fail(w, r, rec, p, newFailure(Malformed, err, "%v (app status %d)", err, resp.AppStatus()))
 			return
 		}

@@ -193,11 +193,24 @@ func (h *Handler) logFailure(ctx context.Context, rec *Record, f *Failure) {
 	h.logger().LogAttrs(ctx, lvl, "cgi failure", attrs...)
 }
 
-// writeFailurePage sends the short page a client gets: the status code, the
-// cause class and the request id, and the detail only when the operator
-// asked for it (diagnostics = "client"), because details name files and
-// programs.
-func (h *Handler) writeFailurePage(w http.ResponseWriter, rec *Record, f *Failure) {
+// ErrorPage is the short page a client gets when a request fails: the
+// status code, the cause class and the request id, which the failure's log
+// line carries too. The detail and the program's standard error are shown
+// only when the operator asked for them (diagnostics = "client"), because
+// they name files and programs.
+type ErrorPage struct {
+	Status     int           // the HTTP status
+	Cause      string        // the failure's cause class ("oom killed")
+	RequestID  string        // the request's id, as logged
+	Detail     string        // for the operator; shown only with ShowDetail
+	Stderr     []string      // the program's last stderr lines; shown only with ShowDetail
+	RetryAfter time.Duration // > 0 sets Retry-After (RFC 9110 §10.2.3), in seconds rounded up
+	ShowDetail bool
+}
+
+// WriteErrorPage sends p as a plain-text response, replacing any header
+// fields already set on w.
+func WriteErrorPage(w http.ResponseWriter, p ErrorPage) {
 	hdr := w.Header()
 	for k := range hdr {
 		delete(hdr, k)
@@ -205,29 +218,29 @@ func (h *Handler) writeFailurePage(w http.ResponseWriter, rec *Record, f *Failur
 	hdr.Set("Content-Type", "text/plain; charset=utf-8")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Cache-Control", "no-store")
-	if f.RetryAfter > 0 {
-		secs := int64((f.RetryAfter + time.Second - 1) / time.Second)
+	if p.RetryAfter > 0 {
+		secs := int64((p.RetryAfter + time.Second - 1) / time.Second)
 		hdr.Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
 	var b strings.Builder
 	b.Grow(256)
-	b.WriteString(strconv.Itoa(f.Status))
+	b.WriteString(strconv.Itoa(p.Status))
 	b.WriteByte(' ')
-	b.WriteString(http.StatusText(f.Status))
+	b.WriteString(http.StatusText(p.Status))
 	b.WriteString("\n\ncause: ")
-	b.WriteString(string(f.Cause))
+	b.WriteString(p.Cause)
 	b.WriteString("\nrequest id: ")
-	b.WriteString(rec.ID)
+	b.WriteString(p.RequestID)
 	b.WriteByte('\n')
-	if h.Diagnostics {
-		if f.Detail != "" {
+	if p.ShowDetail {
+		if p.Detail != "" {
 			b.WriteString("detail: ")
-			b.WriteString(f.Detail)
+			b.WriteString(p.Detail)
 			b.WriteByte('\n')
 		}
-		if len(f.Stderr) > 0 {
+		if len(p.Stderr) > 0 {
 			b.WriteString("stderr:\n")
-			for _, l := range f.Stderr {
+			for _, l := range p.Stderr {
 				b.WriteString("  ")
 				b.WriteString(l)
 				b.WriteByte('\n')
@@ -235,7 +248,7 @@ func (h *Handler) writeFailurePage(w http.ResponseWriter, rec *Record, f *Failur
 		}
 	}
 	hdr.Set("Content-Length", strconv.Itoa(b.Len()))
-	w.WriteHeader(f.Status)
+	w.WriteHeader(p.Status)
 	_, _ = w.Write([]byte(b.String()))
 }
 
@@ -247,5 +260,9 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, rec *Record, f *F
 		// clean empty 200 either.
 		panic(http.ErrAbortHandler)
 	}
-	h.writeFailurePage(w, rec, f)
+	WriteErrorPage(w, ErrorPage{
+		Status: f.Status, Cause: string(f.Cause), RequestID: rec.ID,
+		Detail: f.Detail, Stderr: f.Stderr, RetryAfter: f.RetryAfter,
+		ShowDetail: h.Diagnostics,
+	})
 }

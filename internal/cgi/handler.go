@@ -307,13 +307,13 @@ func (x *exchange) respond(w http.ResponseWriter, sc *script) string {
 	}
 	if err != nil {
 		var f *Failure
-		var he *headerError
+		var he *HeaderError
 		switch {
 		case errors.As(err, &he):
 			x.kill()
 			x.wait()
 			f = x.failure(newFailure(he.cause, "%s", he.detail))
-		case errors.Is(err, errIncomplete):
+		case errors.Is(err, ErrIncompleteHeader):
 			grace := exitGrace
 			if h.HeaderTimeout > 0 {
 				grace = max(time.Until(start.Add(h.HeaderTimeout)), time.Millisecond)

@@ -24,17 +24,48 @@ type response struct {
 	size          int // bytes of the header block, line ends included
 }
 
-// headerError is a header block that cannot be used: malformed or too large.
-type headerError struct {
+// HeaderError is a header block that cannot be used: malformed
+// (MalformedHeader) or too large (HeaderTooLarge).
+type HeaderError struct {
 	cause  Cause
 	detail string
 }
 
-func (e *headerError) Error() string { return string(e.cause) + ": " + e.detail }
+func (e *HeaderError) Error() string { return string(e.cause) + ": " + e.detail }
 
-// errIncomplete is output that ended before the blank line ending the header
-// block.
-var errIncomplete = errors.New("output ended before a complete header block")
+// Cause is MalformedHeader or HeaderTooLarge.
+func (e *HeaderError) Cause() Cause { return e.cause }
+
+// Detail says what is wrong, for the operator: for a malformed block, the
+// line number and the line itself, quoted and capped at 120 bytes
+// (`line 2: "Content-Type text/plain": no colon: not a header field`).
+func (e *HeaderError) Detail() string { return e.detail }
+
+// ErrIncompleteHeader is output that ended before the blank line ending the
+// header block.
+var ErrIncompleteHeader = errors.New("output ended before a complete header block")
+
+// ResponseHeader is the header block at the start of a CGI response (RFC
+// 3875 §6.3), as a FastCGI responder sends it too.
+type ResponseHeader struct {
+	Status   int         // from the Status field, 200–599; 0 when not given
+	Location string      // the Location field; "" when not given
+	Header   http.Header // every other field (Content-Type, Content-Length included), hop-by-hop fields dropped
+}
+
+// ReadHeader reads a CGI response header block from br, leaving br at the
+// first byte of the body. Lines end in LF or CRLF; the block is bounded at
+// 64 KiB. It returns ErrIncompleteHeader when the output ends first, a
+// *HeaderError for a block that cannot be used, and read errors (time-outs)
+// as they are. What a missing Status means depends on Location (RFC 3875
+// §6.2), so it is left to the caller.
+func ReadHeader(br *bufio.Reader) (*ResponseHeader, error) {
+	resp, err := readResponseHeader(br, false)
+	if err != nil {
+		return nil, err
+	}
+	return &ResponseHeader{Status: resp.status, Location: resp.location, Header: resp.header}, nil
+}
 
 // hopByHop are header fields that belong to one connection (RFC 9110 §7.6.1):
 // the server frames the response itself, so a program's values are dropped.
@@ -59,13 +90,13 @@ func quoteLine(b []byte) string {
 }
 
 func malformed(line int, b []byte, why string) error {
-	return &headerError{cause: MalformedHeader, detail: "line " + strconv.Itoa(line) + ": " + quoteLine(b) + ": " + why}
+	return &HeaderError{cause: MalformedHeader, detail: "line " + strconv.Itoa(line) + ": " + quoteLine(b) + ": " + why}
 }
 
 // readResponseHeader reads the header block of a program's output from br,
 // leaving br at the first byte of the body. Lines end in LF or CRLF. With nph,
 // the first line is an HTTP status line (RFC 3875 §5). It returns
-// errIncomplete when the output ends first, a *headerError for a block that
+// ErrIncompleteHeader when the output ends first, a *HeaderError for a block that
 // cannot be used, and read errors (time-outs) as they are.
 func readResponseHeader(br *bufio.Reader, nph bool) (*response, error) {
 	resp := &response{contentLength: -1, header: make(http.Header, 8)}
@@ -82,11 +113,11 @@ func readResponseHeader(br *bufio.Reader, nph bool) (*response, error) {
 		}
 		resp.size += len(line)
 		if resp.size > maxHeaderBytes {
-			return resp, &headerError{cause: HeaderTooLarge, detail: "more than " + strconv.Itoa(maxHeaderBytes) + " bytes without the blank line that ends the header block"}
+			return resp, &HeaderError{cause: HeaderTooLarge, detail: "more than " + strconv.Itoa(maxHeaderBytes) + " bytes without the blank line that ends the header block"}
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return resp, errIncomplete
+				return resp, ErrIncompleteHeader
 			}
 			return resp, err
 		}
@@ -256,7 +287,7 @@ func (resp *response) classify(nph bool) (kind, error) {
 		return clientRedirect, nil
 	}
 	if resp.contentType == "" && resp.status != http.StatusNoContent && resp.status != http.StatusNotModified {
-		return 0, &headerError{cause: MissingContentType, detail: "the header block has neither Content-Type nor Location (RFC 3875 §6.3.1)"}
+		return 0, &HeaderError{cause: MissingContentType, detail: "the header block has neither Content-Type nor Location (RFC 3875 §6.3.1)"}
 	}
 	if resp.status == 0 {
 		resp.status = http.StatusOK
