@@ -46,11 +46,21 @@ func bySetuidLimit(rows []row) *loadResult {
 	return nil
 }
 
-// benchCells are the cell backends of the identity rows, each measured in
-// the same run: BENCH_CELLS (comma-separated), or "none,auto", so that the
-// cost of cells and of the boundary are both visible side by side.
+// benchCells are the cell backends of the in-process identity rows, each
+// measured in the same run: BENCH_CELLS (comma-separated), or none, cgroup2
+// and auto, so that the cost of cells is visible side by side. On a hybrid
+// host cgroup2 is the controller-less unified mount: CLONE_INTO_CGROUP
+// placement and cgroup.kill without limits, the cost of the v2 path itself.
 func benchCells() []string {
 	if b := os.Getenv("BENCH_CELLS"); b != "" {
+		return strings.Split(b, ",")
+	}
+	return []string{"none", "cgroup2", "auto"}
+}
+
+// privsepCells are the backends of the privilege-separation rows.
+func privsepCells() []string {
+	if b := os.Getenv("BENCH_PRIVSEP_CELLS"); b != "" {
 		return strings.Split(b, ",")
 	}
 	return []string{"none", "auto"}
@@ -123,7 +133,7 @@ func privsepRows(dir, prog string) ([]target, error) {
 		stopAll()
 		return nil, err
 	}
-	for _, cells := range benchCells() {
+	for _, cells := range privsepCells() {
 		ps, err := startPrivsep(dir, pdir, url, cells)
 		if err != nil {
 			stopAll()
