@@ -18,6 +18,7 @@ import (
 	"net/http/cgi"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -27,9 +28,20 @@ import (
 func main() {
 	d := flag.Duration("d", 3*time.Second, "duration of each row")
 	connList := flag.String("conns", "1,4,32", "connection counts for the HTTP rows")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (servers in this process included) to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*d, *connList); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
