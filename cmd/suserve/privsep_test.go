@@ -64,25 +64,8 @@ type instance struct {
 	dir  string
 	addr string
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testutil.LogBuffer
 	done chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startSuserve writes a configuration with one route of two programs,
@@ -149,7 +132,7 @@ account = "alice"
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	in := &instance{t: t, dir: dir, addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
+	in := &instance{t: t, dir: dir, addr: addr, log: &testutil.LogBuffer{}, done: make(chan struct{})}
 	in.cmd = exec.Command(binary, "serve", "-config", file)
 	in.cmd.Stdout, in.cmd.Stderr = in.log, in.log
 	if err := in.cmd.Start(); err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,8 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/suserve/suserve/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -42,26 +43,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // logBuffer collects log lines from concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) Count(substr string) int { return strings.Count(b.String(), substr) }
-
-func (b *logBuffer) Logger() *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
+// logBuffer collects what the package logs.
+type logBuffer = testutil.LogBuffer
 
 func bcryptLine(t testing.TB, user, password string) string {
 	t.Helper()

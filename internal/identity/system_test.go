@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,36 +14,20 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/suserve/suserve/internal/testutil"
 )
 
 // fixtureSystem returns a System reading testdata/passwd and testdata/group,
 // logging into the returned buffer.
-func fixtureSystem(t *testing.T) (*System, *syncBuffer) {
+func fixtureSystem(t *testing.T) (*System, *testutil.LogBuffer) {
 	t.Helper()
-	log := &syncBuffer{}
+	log := &testutil.LogBuffer{}
 	return &System{
 		PasswdPath: "testdata/passwd",
 		GroupPath:  "testdata/group",
 		Logger:     slog.New(slog.NewTextHandler(log, nil)),
 	}, log
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func manyGroups() []uint32 {
@@ -302,7 +285,7 @@ func TestSystemNoticesChangesOnItsOwn(t *testing.T) {
 
 func TestSystemKeepsThePreviousTableWhenFilesBecomeUnreadable(t *testing.T) {
 	files := newAccountFiles(t, "alice:x:61001:61001::/home/alice:/bin/sh\n", "")
-	log := &syncBuffer{}
+	log := &testutil.LogBuffer{}
 	sys := &System{PasswdPath: files.passwd, GroupPath: files.group, Interval: time.Hour, Logger: slog.New(slog.NewTextHandler(log, nil))}
 	if _, err := sys.Lookup("alice"); err != nil {
 		t.Fatal(err)

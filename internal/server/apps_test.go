@@ -26,7 +26,7 @@ import (
 type appServer struct {
 	srv   *Server
 	url   string
-	log   *syncBuffer
+	log   *testutil.LogBuffer
 	state string
 	stop  func() error
 }
@@ -51,7 +51,7 @@ func startApps(t *testing.T, state, cfgText string) *appServer {
 		t.Fatal(err)
 	}
 	cfg.Cells.Root = fmt.Sprintf("suserve-test-%d-%d", os.Getpid(), testSerial.Add(1))
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	launch, err := NewLocal(cfg, log)
 	if err != nil {
@@ -398,7 +398,7 @@ func TestAppCommandsThatBreakPolicyAreRefusedWithTheirCause(t *testing.T) {
 		if resp.StatusCode < 400 || !strings.Contains(body, "request id") {
 			t.Errorf("app %d: %d %q, want an error page with the request id", i, resp.StatusCode, body)
 		}
-		if as.log.lineWith(want, fmt.Sprintf("/a%d/", i)) == "" {
+		if as.log.LineWith(want, fmt.Sprintf("/a%d/", i)) == "" {
 			t.Errorf("app %d: no log line names %q\nlog:\n%s", i, want, as.log)
 		}
 	}

@@ -135,7 +135,7 @@ cell_pids = 16`, map[string]string{"hog": hogCGI, "forkbomb": forkBombCGI, "hell
 		t.Errorf("memory hog: %d\n%s", resp.StatusCode, body)
 	}
 	id := between(body, "request id: ", "\n")
-	if l := ts.log.lineWith("cgi failure", "request_id="+id); !strings.Contains(l, "OOM") || !strings.Contains(l, "64MiB") {
+	if l := ts.log.LineWith("cgi failure", "request_id="+id); !strings.Contains(l, "OOM") || !strings.Contains(l, "64MiB") {
 		t.Errorf("log line of the OOM kill does not say so with the limit: %q", l)
 	}
 
@@ -144,7 +144,7 @@ cell_pids = 16`, map[string]string{"hog": hogCGI, "forkbomb": forkBombCGI, "hell
 		t.Errorf("fork bomb: %d\n%s", resp.StatusCode, body)
 	}
 	id = between(body, "request id: ", "\n")
-	if l := ts.log.lineWith("cgi failure", "request_id="+id); !strings.Contains(l, "pids limit 16") {
+	if l := ts.log.LineWith("cgi failure", "request_id="+id); !strings.Contains(l, "pids limit 16") {
 		t.Errorf("log line of the fork bomb does not name the pids limit: %q", l)
 	}
 	close(stop)
@@ -188,7 +188,7 @@ queue_timeout = "200ms"`, map[string]string{"hello": helloCGI, "hold": "#!/bin/s
 		t.Errorf("the 503 page does not name the cause:\n%s", body)
 	}
 	id := between(body, "request id: ", "\n")
-	if l := ts.log.lineWith("cgi failure", "request_id="+id); !strings.Contains(l, "2 of 2 cells busy") || !strings.Contains(l, "budget 128MiB / cell_memory 64MiB") {
+	if l := ts.log.LineWith("cgi failure", "request_id="+id); !strings.Contains(l, "2 of 2 cells busy") || !strings.Contains(l, "budget 128MiB / cell_memory 64MiB") {
 		t.Errorf("the log line of the refusal does not name the numbers: %q", l)
 	}
 	for _, fifo := range fifos {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -21,47 +20,12 @@ import (
 	"github.com/suserve/suserve/internal/testutil"
 )
 
-// syncBuffer is a log destination tests read while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// lineWith returns the log line that contains every one of parts.
-func (s *syncBuffer) lineWith(parts ...string) string {
-	for _, l := range strings.Split(s.String(), "\n") {
-		ok := true
-		for _, p := range parts {
-			if !strings.Contains(l, p) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return l
-		}
-	}
-	return ""
-}
-
 var testSerial atomic.Int64
 
 type testServer struct {
 	*httptest.Server
 	srv   *Server
-	log   *syncBuffer
+	log   *testutil.LogBuffer
 	state string
 }
 
@@ -69,7 +33,7 @@ type testServer struct {
 // demo writes the demo programs into the state directory.
 func startConfig(t *testing.T, cfg *config.Config, state string, demo *Demo) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	if demo != nil {
 		if err := WriteDemoPrograms(state); err != nil {
@@ -158,7 +122,7 @@ func TestDemoDiagnosesEveryBrokenProgram(t *testing.T) {
 			if id == "" {
 				t.Fatalf("page has no request id:\n%s", body)
 			}
-			if l := ts.log.lineWith("msg=access", "request_id="+id, "status="+fmt.Sprint(c.status)); !strings.Contains(l, c.cause) {
+			if l := ts.log.LineWith("msg=access", "request_id="+id, "status="+fmt.Sprint(c.status)); !strings.Contains(l, c.cause) {
 				t.Errorf("access log line for %s lacks the cause %q: %q\nlog:\n%s", id, c.cause, l, ts.log)
 			}
 		})
