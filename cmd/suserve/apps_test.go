@@ -32,7 +32,7 @@ account = "wiki"
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = runSpawner(context.Background(), cfg, "[server] listen", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	err = runSpawner(context.Background(), cfg, "[server] listen", slog.New(slog.NewTextHandler(io.Discard, nil)), false)
 	if err == nil {
 		t.Fatal("the spawner started with an [[app]] it cannot serve")
 	}

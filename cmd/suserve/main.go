@@ -31,7 +31,8 @@ func main() {
 }
 
 const usage = `usage:
-  suserve [serve] [-config FILE] [-listen ADDR]   run the server (the default)
+  suserve [serve] [-config FILE] [-listen ADDR] [-admin-listen ADDR|off]
+                                                  run the server (the default)
   suserve check [-config FILE]                    report every problem in FILE, or summarise it
   suserve capacity [-config FILE]                 the cell arithmetic and a size-versus-count table
   suserve passwd -file FILE [-delete] USER        set (password from the terminal or stdin) or remove a user
@@ -120,6 +121,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration file (default: the embedded demo)")
 	listen := fs.String("listen", "", "address to listen on, overriding [server] listen")
+	adminListen := fs.String("admin-listen", "", "address of the status page and /metrics, overriding [server] admin_listen (\"off\" disables)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -132,6 +134,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if *listen != "" {
 		cfg.Server.Listen = *listen
 		listenKey = "-listen flag"
+	}
+	switch *adminListen {
+	case "":
+	case "off":
+		cfg.Server.AdminListen = ""
+	default:
+		cfg.Server.AdminListen = *adminListen
 	}
 	log := newLogger(cfg.Server.LogFormat, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -154,12 +163,14 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 // start opens the listeners, prepares the state directory and the demo, and
 // serves until ctx ends.
 func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string, log *slog.Logger, stdout io.Writer) error {
+	// Nothing that parses network input runs as root: see privsep.go.
 	switch {
 	case isFront():
 		return runFront(ctx, cfg, log)
-	case os.Geteuid() == 0 && !demo:
-		// Nothing that parses network input runs as root: see privsep.go.
-		return runSpawner(ctx, cfg, listenKey, log)
+	case os.Geteuid() == 0 && demo:
+		return runRootDemo(ctx, cfg, listenKey, log, stdout)
+	case os.Geteuid() == 0:
+		return runSpawner(ctx, cfg, listenKey, log, false)
 	}
 	ln, err := server.Listen(cfg.Server.Listen, listenKey)
 	if err != nil {
@@ -183,13 +194,6 @@ func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string,
 	var d *server.Demo
 	if demo {
 		d = &server.Demo{Self: server.SelfName()}
-		if os.Geteuid() == 0 {
-			// As root the demo switches identities: static demo users with
-			// fresh passwords, never root itself.
-			if cfg, d.Identities, err = server.RootDemo(state, cfg); err != nil {
-				return err
-			}
-		}
 		if err := server.WriteDemoPrograms(state); err != nil {
 			return err
 		}
@@ -220,9 +224,6 @@ func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string,
 	}
 	if demo {
 		fmt.Fprintf(stdout, "suserve demo: open http://%s/ (Ctrl-C stops)\n", ln.Addr())
-		for _, u := range d.Identities {
-			fmt.Fprintf(stdout, "  demo user %s (uid %d), password %s\n", u.Name, u.UID, u.Password)
-		}
 	}
 	return srv.Serve(ctx, ln, admin)
 }

@@ -29,6 +29,7 @@ const (
 	envState    = "SUSERVE_STATE_DIR" // the state directory the spawner prepared
 	envAdmin    = "SUSERVE_ADMIN"     // "1" when fd 5 is the admin listener
 	envNotes    = "SUSERVE_NOTES"     // how programs run, one note a line
+	envDemo     = "SUSERVE_DEMO"      // "1" when the front serves the root demo
 	frontListen = spawn.FrontBootFD + 1
 	frontAdmin  = spawn.FrontBootFD + 2
 )
@@ -80,7 +81,7 @@ func frontCredential(name string) (*syscall.Credential, error) {
 
 // runSpawner is start for a server started as root with a configuration
 // file: the listeners stay here, the front runs as [server] user.
-func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *slog.Logger) error {
+func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *slog.Logger, demo bool) error {
 	// The spawner does not start persistent workers for the front yet.
 	if err := server.RefuseApps(cfg, "privilege separation (suserve started as root)"); err != nil {
 		return err
@@ -99,6 +100,9 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 		return err
 	}
 	env := append(frontEnv(), envFront+"=1")
+	if demo {
+		env = append(env, envDemo+"=1")
+	}
 	if cfg.Server.AdminListen != "" {
 		admin, err := server.Listen(cfg.Server.AdminListen, "[server] admin_listen")
 		if err != nil {
@@ -244,7 +248,14 @@ func runFront(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	notes := strings.Split(os.Getenv(envNotes), "\n")
-	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: client, Identities: ids, StateDir: os.Getenv(envState), Notes: notes})
+	opts := server.Options{Logger: log, Spawner: client, Identities: ids, StateDir: os.Getenv(envState), Notes: notes}
+	if os.Getenv(envDemo) == "1" {
+		opts.Demo = &server.Demo{Identities: server.DemoUsers(cfg), Cells: notes[len(notes)-1]}
+		if admin != nil {
+			opts.Demo.Admin = "http://" + admin.Addr().String() + "/"
+		}
+	}
+	srv, err := server.New(cfg, opts)
 	if err != nil {
 		return err
 	}

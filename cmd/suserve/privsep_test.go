@@ -633,3 +633,79 @@ run_as = "owner"
 		})
 	}
 }
+
+// TestDemoAsRootServesFromAnUnprivilegedFront: `suserve` started as root
+// with no configuration splits like a configured server does, so even the
+// demo parses HTTP in a process without privilege, and its users' programs
+// run as themselves.
+func TestDemoAsRootServesFromAnUnprivilegedFront(t *testing.T) {
+	testutil.RequireRoot(t)
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	addr, admin := free(), free()
+	out := &testutil.LogBuffer{}
+	cmd := exec.Command(binary, "-listen", addr, "-admin-listen", admin)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("suserve's output:\n%s", out)
+		}
+	})
+	in := &instance{t: t, addr: addr, cmd: cmd, log: out, done: done}
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if body, err = in.get("/cgi-bin/hello", time.Second); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo does not serve: %v", err)
+		}
+		select {
+		case <-done:
+			t.Fatalf("suserve exited: %v", cmd.ProcessState)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(body, "guest (uid 61000)") {
+		t.Errorf("an anonymous request did not run as the demo's guest: %q", body)
+	}
+	fronts := children(cmd.Process.Pid, demoFrontUID)
+	if len(fronts) != 1 {
+		t.Fatalf("fronts as uid %d: %v", demoFrontUID, fronts)
+	}
+	if st := status(fronts[0]); st["CapEff"] != "0000000000000000" {
+		t.Errorf("the demo's front has capabilities %s", st["CapEff"])
+	}
+	line := out.LineWith("demo user alice")
+	pw := line[strings.LastIndex(line, " ")+1:]
+	req, _ := http.NewRequest("GET", "http://"+addr+"/login/cgi-bin/whoami", nil)
+	req.SetBasicAuth("alice", pw)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "uid:      61001") {
+		t.Errorf("alice's whoami: %d\n%s", resp.StatusCode, b)
+	}
+}

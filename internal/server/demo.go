@@ -99,8 +99,10 @@ var demoUsers = []struct {
 // RootDemo is the demo configuration for a server started as root: static
 // identities alice and bob with random passwords (written to an htpasswd
 // file in state), the demo programs under /cgi-bin/ run as the anonymous
-// guest or the logged-in user, and /login/cgi-bin/ asking for a login.
-func RootDemo(state string, base *config.Config) (*config.Config, []DemoIdentity, error) {
+// guest or the logged-in user, and /login/cgi-bin/ asking for a login. It
+// is written to state/demo.toml, which the unprivileged front reads:
+// frontUser is its [server] user.
+func RootDemo(state string, base *config.Config, frontUser string) (*config.Config, []DemoIdentity, error) {
 	htpasswd := filepath.Join(state, "htpasswd")
 	var ids []DemoIdentity
 	var static strings.Builder
@@ -115,10 +117,13 @@ func RootDemo(state string, base *config.Config) (*config.Config, []DemoIdentity
 		}
 		ids = append(ids, DemoIdentity{Name: u.name, UID: u.uid, Password: pw})
 	}
-	text := fmt.Sprintf(`[server]
+	text := fmt.Sprintf(`# The demo suserve serves when started as root with no -config.
+[server]
 listen = %q
 admin_listen = %q
 diagnostics = "client"
+state_dir = %q
+user = %q
 
 [auth]
 mode = "basic"
@@ -141,18 +146,33 @@ anonymous = "guest"
 path = "/login/cgi-bin/"
 dir = "{state}/cgi-bin"
 run_as = "authenticated"
-`, base.Server.Listen, base.Server.AdminListen, htpasswd, static.String(), base.CGI.HeaderTimeout.String())
-	cfg, err := config.Parse([]byte(text), "(embedded root demo)")
+`, base.Server.Listen, base.Server.AdminListen, state, frontUser, htpasswd, static.String(), base.CGI.HeaderTimeout.String())
+	file := filepath.Join(state, "demo.toml")
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		return nil, nil, fmt.Errorf("demo configuration: %w", err)
+	}
+	cfg, err := config.Load(file)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg.File = ""
 	// The identities must reach the programs: the state directory is
 	// traversable, the programs stay root's and unwritable by others.
 	if err := os.Chmod(state, 0o711); err != nil {
 		return nil, nil, err
 	}
 	return cfg, ids, nil
+}
+
+// DemoUsers are the demo users of a root demo configuration, for the
+// front page (without their passwords, which were printed at start).
+func DemoUsers(cfg *config.Config) []DemoIdentity {
+	var out []DemoIdentity
+	for _, s := range cfg.Identities.Static {
+		if s.Name != "guest" {
+			out = append(out, DemoIdentity{Name: s.Name, UID: s.UID})
+		}
+	}
+	return out
 }
 
 func randomPassword() string {

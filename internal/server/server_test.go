@@ -83,7 +83,7 @@ func demoServer(t *testing.T) (*testServer, []DemoIdentity) {
 	d := &Demo{Self: SelfName()}
 	if os.Geteuid() == 0 {
 		var err error
-		if cfg, d.Identities, err = RootDemo(state, cfg); err != nil {
+		if cfg, d.Identities, err = RootDemo(state, cfg, "61050"); err != nil {
 			t.Fatal(err)
 		}
 	}
