@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 
@@ -13,13 +12,11 @@ import (
 // operator makes between how large one identity's context is and how many
 // can exist at once.
 func capacity(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("capacity", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration file (default: the embedded demo)")
-	if err := fs.Parse(args); err != nil {
+	path, ok := configFlag("capacity", args, stderr)
+	if !ok {
 		return 2
 	}
-	cfg, err := loadConfig(*path)
+	cfg, err := loadConfig(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "suserve capacity: %v\n", err)
 		return 1
@@ -29,7 +26,7 @@ func capacity(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "suserve capacity: reading the host's memory: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s\n", displayName(*path))
+	fmt.Fprintf(stdout, "%s\n", displayName(path))
 	fmt.Fprint(stdout, cell.Capacity(host, cfg.Cells.Budget.Bytes(), cfg.Cells.CellMemory.Bytes()))
 	return 0
 }

@@ -73,24 +73,33 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
 
-func check(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+// configFlag parses the -config flag of a subcommand that takes only it.
+func configFlag(cmd string, args []string, stderr io.Writer) (path string, ok bool) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration file (default: the embedded demo)")
+	p := fs.String("config", "", "configuration file (default: the embedded demo)")
 	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	return *p, true
+}
+
+func check(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("check", args, stderr)
+	if !ok {
 		return 2
 	}
-	cfg, err := loadConfig(*path)
+	cfg, err := loadConfig(path)
 	if err != nil {
 		var problems config.Problems
 		if errors.As(err, &problems) {
-			fmt.Fprintf(stderr, "%s: %d problem(s):\n%v\n", displayName(*path), len(problems), err)
+			fmt.Fprintf(stderr, "%s: %d problem(s):\n%v\n", displayName(path), len(problems), err)
 		} else {
 			fmt.Fprintf(stderr, "suserve check: %v\n", err)
 		}
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: ok\n\n%s", displayName(*path), cfg.Summary())
+	fmt.Fprintf(stdout, "%s: ok\n\n%s", displayName(path), cfg.Summary())
 	fmt.Fprintf(stdout, "\ncells on this host: %s\n", cellBackend(cfg.Cells.Backend))
 	return 0
 }
