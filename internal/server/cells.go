@@ -51,7 +51,12 @@ func Cells(cfg *config.Config, log *slog.Logger) (cells spawn.Cells, pool *cell.
 	if !b.Enforces() {
 		note += "; this hierarchy enforces no limits"
 	}
-	return cellPool{p}, p, note, func() { p.Close() }, nil
+	closeCells := func() {
+		if err := p.Close(); err != nil {
+			log.Warn("cells not all removed at stop", "err", err.Error())
+		}
+	}
+	return cellPool{p}, p, note, closeCells, nil
 }
 
 // cellPool adapts the cell pool to the launcher's Cells interface.
