@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/user"
 	"strconv"
 
 	"github.com/suserve/suserve/internal/cell"
@@ -94,9 +93,8 @@ func NewLocal(cfg *config.Config, log *slog.Logger) (*Launch, error) {
 
 // SelfName is the name of the user suserve runs as, or its uid.
 func SelfName() string {
-	uid := os.Getuid()
-	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
-		return u.Username
+	if id, err := identity.Self(&identity.System{}); err == nil && id.Name != strconv.FormatUint(uint64(id.UID), 10) {
+		return id.Name
 	}
-	return "uid " + strconv.Itoa(uid)
+	return "uid " + strconv.Itoa(os.Getuid())
 }

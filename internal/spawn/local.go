@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -200,22 +199,11 @@ func (l *Local) resolve(name string) (identity.Identity, *syscall.Credential, er
 // selfIdentity is the server's own user, for programs run as it.
 func (l *Local) selfIdentity() (identity.Identity, error) {
 	l.selfOnce.Do(func() {
-		uid, gid := os.Getuid(), os.Getgid()
-		gs, err := os.Getgroups()
-		if err != nil {
-			l.selfErr = err
-			return
+		l.self, l.selfErr = identity.Self(&identity.System{})
+		if l.selfErr != nil {
+			// Unreadable account files still leave the kernel's ids.
+			l.self, l.selfErr = identity.Self(nil)
 		}
-		id := identity.Identity{Name: strconv.Itoa(uid), UID: uint32(uid), GID: uint32(gid), Home: "/"}
-		for _, g := range gs {
-			id.Groups = append(id.Groups, uint32(g))
-		}
-		if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
-			id.Name, id.Home = u.Username, u.HomeDir
-		} else if h := os.Getenv("HOME"); filepath.IsAbs(h) {
-			id.Home = h
-		}
-		l.self = id
 	})
 	return l.self, l.selfErr
 }
