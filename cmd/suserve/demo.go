@@ -6,10 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/user"
 	"strconv"
 
 	"github.com/suserve/suserve/internal/config"
+	"github.com/suserve/suserve/internal/identity"
 	"github.com/suserve/suserve/internal/server"
 )
 
@@ -29,7 +29,7 @@ func runRootDemo(ctx context.Context, base *config.Config, listenKey string, log
 	}
 	defer cleanup()
 	frontUser := base.Server.User
-	if _, err := user.Lookup(frontUser); err != nil {
+	if _, err := (&identity.System{}).Lookup(frontUser); err != nil {
 		frontUser = strconv.Itoa(demoFrontUID)
 	}
 	cred, err := frontCredential(frontUser)

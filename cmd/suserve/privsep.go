@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/user"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,26 +40,10 @@ func isFront() bool { return os.Getenv(envFront) == "1" }
 // serves hosts and tests that have no account for it.
 func frontCredential(name string) (*syscall.Credential, error) {
 	var cred *syscall.Credential
-	u, err := user.Lookup(name)
+	u, err := (&identity.System{}).Lookup(name)
 	switch {
 	case err == nil:
-		uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-		gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("[server] user %q: uid %q gid %q", name, u.Uid, u.Gid)
-		}
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		gids, err := u.GroupIds()
-		if err != nil {
-			return nil, fmt.Errorf("[server] user %q: groups: %w", name, err)
-		}
-		for _, g := range gids {
-			n, err := strconv.ParseUint(g, 10, 32)
-			if err != nil {
-				return nil, fmt.Errorf("[server] user %q: group %q", name, g)
-			}
-			cred.Groups = append(cred.Groups, uint32(n))
-		}
+		cred = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: append([]uint32{}, u.Groups...)}
 	default:
 		n, perr := strconv.ParseUint(name, 10, 32)
 		if perr != nil {
