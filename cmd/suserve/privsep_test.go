@@ -20,8 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/suserve/suserve/internal/config"
 	"github.com/suserve/suserve/internal/server"
 	"github.com/suserve/suserve/internal/spawn"
@@ -238,20 +236,8 @@ func (in *instance) front() int {
 // live process.
 func gone(t *testing.T, pid int, within time.Duration) {
 	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return
-	}
-	defer unix.Close(fd)
-	for {
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(within/time.Millisecond))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || n == 0 {
-			t.Fatalf("process %d still runs after %v (%v)", pid, within, err)
-		}
-		return
+	if err := testutil.WaitPidExit(pid, within); err != nil {
+		t.Fatalf("process %d: %v", pid, err)
 	}
 }
 

@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 
 	"github.com/suserve/suserve/internal/cgi"
+	"github.com/suserve/suserve/internal/testutil"
 )
 
 // Fixture workers, built by TestMain.
@@ -157,24 +157,8 @@ func alive(pid int) bool {
 // kernel's event, not a poll.
 func waitExit(t *testing.T, pid int) {
 	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err == unix.ESRCH {
-		return
-	}
-	if err != nil {
-		t.Fatalf("pidfd_open %d: %v", pid, err)
-	}
-	defer unix.Close(fd)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, 20_000)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || n == 0 {
-			t.Fatalf("process %d did not exit: %v", pid, err)
-		}
-		return
+	if err := testutil.WaitPidExit(pid, 20*time.Second); err != nil {
+		t.Fatalf("process %d: %v", pid, err)
 	}
 }
 

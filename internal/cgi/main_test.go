@@ -17,6 +17,8 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+
+	"github.com/suserve/suserve/internal/testutil"
 )
 
 // fixtures is the directory TestMain writes the test programs into:
@@ -305,13 +307,8 @@ func treePids(t *testing.T, fifo string, release bool) (pids [2]int, fds [2]int)
 func requireGone(t *testing.T, pids [2]int, fds [2]int) {
 	t.Helper()
 	for i, fd := range fds {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, 5000)
-		for err == unix.EINTR {
-			n, err = unix.Poll(pfd, 5000)
-		}
-		if err != nil || n != 1 {
-			t.Errorf("process %d is still running after the request ended (poll: %d, %v)", pids[i], n, err)
+		if err := testutil.WaitExit(fd, 5*time.Second); err != nil {
+			t.Errorf("process %d after the request ended: %v", pids[i], err)
 			continue
 		}
 		if err := syscall.Kill(pids[i], 0); err == nil {

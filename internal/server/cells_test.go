@@ -248,9 +248,7 @@ cell_memory = "64MiB"`, map[string]string{"detach": detach})
 	// The client goes away: the request's whole tree must go with it.
 	cancel()
 	<-done
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 5000)
-	if err != nil || n != 1 {
-		t.Fatalf("the detached grandchild outlived its request (poll %d, %v)", n, err)
+	if err := testutil.WaitExit(pidfd, 5*time.Second); err != nil {
+		t.Fatalf("the detached grandchild outlived its request: %v", err)
 	}
 }

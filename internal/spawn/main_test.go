@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -181,20 +182,8 @@ func failure(t *testing.T, err error, c Cause) *Failure {
 // exited), then checks it is dead.
 func pidGone(t *testing.T, pid int) {
 	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return // already gone and reaped
-	}
-	defer unix.Close(fd)
-	for {
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 10000)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || n == 0 {
-			t.Fatalf("process %d still runs (%v)", pid, err)
-		}
-		break
+	if err := testutil.WaitPidExit(pid, 10*time.Second); err != nil {
+		t.Fatalf("process %d: %v", pid, err)
 	}
 	if state := procStat(pid); state != "" && state != "Z" && state != "X" {
 		t.Fatalf("process %d is in state %s, want it dead", pid, state)
