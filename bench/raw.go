@@ -57,8 +57,11 @@ func rawSpawn(prog string, cred *syscall.Credential, d time.Duration) (loadResul
 			return err
 		}
 		var ws syscall.WaitStatus
-		_, err = syscall.Wait4(pid, &ws, 0, nil)
-		return err
+		for {
+			if _, err = syscall.Wait4(pid, &ws, 0, nil); err != syscall.EINTR {
+				return err
+			}
+		}
 	})
 }
 

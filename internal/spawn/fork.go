@@ -65,7 +65,11 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 		// Without a pidfd the pid could not be told from a reused one.
 		_ = unix.Kill(-pid, unix.SIGKILL)
 		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(pid, &ws, 0, nil)
+		for {
+			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != syscall.EINTR {
+				break
+			}
+		}
 		if slot != nil {
 			slot.Release()
 		}
