@@ -82,6 +82,9 @@ func buildGo(dir, name, src string) (string, error) {
 
 // appRows measures the app rows at each connection count.
 func appRows(dir string, conns []int, d time.Duration) ([]row, error) {
+	if !rowFilter.MatchString("app") {
+		return nil, nil
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: app rows skipped: workers run as uid", benchUID, "which needs root")
 		return nil, nil

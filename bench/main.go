@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/cgi"
 	"os"
+	"regexp"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -28,8 +29,14 @@ import (
 func main() {
 	d := flag.Duration("d", 3*time.Second, "duration of each row")
 	connList := flag.String("conns", "1,4,32", "connection counts for the HTTP rows")
+	rowsRe := flag.String("rows", "", "measure only the HTTP and app rows whose name matches this regular expression (the limits are always measured)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (servers in this process included) to this file")
 	flag.Parse()
+	var err error
+	if rowFilter, err = regexp.Compile(*rowsRe); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: -rows:", err)
+		os.Exit(2)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -45,6 +52,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// rowFilter selects the HTTP and app rows to measure (-rows).
+var rowFilter *regexp.Regexp
 
 type row struct {
 	name  string
@@ -110,6 +120,9 @@ func run(d time.Duration, connList string) error {
 		}
 	}()
 	for _, s := range setups {
+		if !rowFilter.MatchString(s.name) {
+			continue
+		}
 		b := base
 		if s.base != nil {
 			b = s.base(rows)
