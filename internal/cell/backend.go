@@ -111,25 +111,29 @@ func readPids(path string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parsePids(b), nil
+}
+
+func parsePids(b []byte) []int {
 	var pids []int
 	for _, f := range strings.Fields(string(b)) {
 		if n, err := strconv.Atoi(f); err == nil {
 			pids = append(pids, n)
 		}
 	}
-	return pids, nil
+	return pids
 }
 
 // readKeyed returns the value of key in a "key value" per line file
 // (memory.events, pids.events, memory.oom_control, cgroup.events). A missing
 // file reads as 0: the controller is not there, so the event cannot happen.
-func readKeyed(path, key string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
+func (c *controlFiles) readKeyed(path, key string) (int64, error) {
+	b, err := c.read(path)
+	if errors.Is(err, unix.ENOENT) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, &FileError{Op: "read", Path: path, Err: unwrapPath(err)}
+		return 0, err
 	}
 	return keyed(b, key), nil
 }

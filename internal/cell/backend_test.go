@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -400,5 +401,75 @@ func TestV1LimitWriteErrorNamesFile(t *testing.T) {
 	var fe *FileError
 	if !errors.As(err, &fe) || !strings.HasSuffix(fe.Path, "pids.max") || !strings.Contains(err.Error(), "invalid argument") {
 		t.Fatalf("err = %v, want a *FileError naming pids.max", err)
+	}
+}
+
+// TestGroupStateIsReadAfresh: the backends keep control files open between
+// requests; every read must still show the group as it is now — a process
+// that entered a second after the last read, counters that moved since —
+// and a group removed and made again under the same name must get files of
+// its own.
+func TestGroupStateIsReadAfresh(t *testing.T) {
+	for name, b := range realBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			rel := testRoot(t, b) + "/c-carol"
+			for round := 0; round < 2; round++ {
+				// The killed processes stay charged to the cell's pids
+				// count until their reaper has run: each round makes the
+				// cell anew, under the same name.
+				if err := b.Create(rel, &Limits{Pids: 4}); err != nil {
+					t.Fatal(err)
+				}
+				req := rel + "/r1"
+				if err := b.Create(req, nil); err != nil {
+					t.Fatal(err)
+				}
+				before, err := b.Events(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if procs, err := b.Procs(req); err != nil || len(procs) != 0 {
+					t.Fatalf("round %d: new group lists %v, %v", round, procs, err)
+				}
+				cmd, _ := startIn(t, b, req, "/bin/sh", "-c", `i=0; while [ $i -lt 10 ]; do sleep 30 & i=$((i+1)); done 2>/dev/null; exec sleep 30`)
+				procs, err := b.Procs(req)
+				if err != nil || !slices.Contains(procs, cmd.Process.Pid) {
+					t.Fatalf("round %d: group lists %v (%v), not the program %d just placed in it", round, procs, err, cmd.Process.Pid)
+				}
+				if b.Enforces() {
+					// Wait for the loop to reach the limit: pids.max is hit
+					// before the shell execs the last sleep.
+					for i := 0; ; i++ {
+						ev, err := b.Events(req)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if ev.Sub(before).PidsMax > 0 {
+							break
+						}
+						if i > 200 {
+							t.Fatalf("round %d: pids.max hits never show, events %+v", round, ev)
+						}
+						time.Sleep(backoff(i))
+					}
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err = b.Kill(ctx, req)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = cmd.Wait()
+				if procs, err := b.Procs(req); err != nil || len(procs) != 0 {
+					t.Fatalf("round %d: after the kill the group lists %v, %v", round, procs, err)
+				}
+				if err := b.Remove(req); err != nil {
+					t.Fatalf("round %d: %v", round, err)
+				}
+				if err := b.Remove(rel); err != nil {
+					t.Fatalf("round %d: %v", round, err)
+				}
+			}
+		})
 	}
 }

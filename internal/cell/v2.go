@@ -23,10 +23,11 @@ type v2Backend struct {
 
 	mu      sync.Mutex
 	enabled map[string]bool // directories whose cgroup.subtree_control has ctrls
+	files   *controlFiles
 }
 
 func newV2(base string, available []string) *v2Backend {
-	v := &v2Backend{base: base, enabled: map[string]bool{}}
+	v := &v2Backend{base: base, enabled: map[string]bool{}, files: newControlFiles()}
 	for _, c := range v2Wanted {
 		if contains(available, c) {
 			v.ctrls = append(v.ctrls, c)
@@ -116,24 +117,28 @@ func (v *v2Backend) setLimits(dir string, lim Limits) error {
 	return nil
 }
 
-// Spawn opens the group's directory for clone3's CLONE_INTO_CGROUP: the
-// kernel creates the child inside the group, so no instruction of it runs
-// elsewhere, at no measurable cost.
+// Spawn gives clone3's CLONE_INTO_CGROUP the group's directory (kept open,
+// see controlFiles): the kernel creates the child inside the group, so no
+// instruction of it runs elsewhere, at no measurable cost.
 func (v *v2Backend) Spawn(rel string, fn SpawnFunc) (int, error) {
 	dir := join(v.base, rel)
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	var pid int
+	var ferr error
+	err := v.files.use(dir, unix.O_RDONLY|unix.O_DIRECTORY, func(fd int) error {
+		pid, ferr = fn(&syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd})
+		return nil
+	})
 	if err != nil {
 		return 0, &FileError{Op: "open", Path: dir, Err: err}
 	}
-	defer unix.Close(fd)
-	return fn(&syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd})
+	return pid, ferr
 }
 
 func (v *v2Backend) Kill(ctx context.Context, rel string) error {
 	dir := join(v.base, rel)
 	// An unpopulated group (the common case: the program exited and left
 	// nothing) needs neither the kill nor the inotify wait.
-	if b, err := readFile(filepath.Join(dir, "cgroup.events")); err == nil && keyed(b, "populated") == 0 {
+	if b, err := v.files.read(filepath.Join(dir, "cgroup.events")); err == nil && keyed(b, "populated") == 0 {
 		return nil
 	}
 	if err := writeFile(filepath.Join(dir, "cgroup.kill"), "1"); err != nil {
@@ -182,16 +187,20 @@ func waitUnpopulated(ctx context.Context, dir string) error {
 }
 
 func (v *v2Backend) Procs(rel string) ([]int, error) {
-	return readPids(filepath.Join(join(v.base, rel), "cgroup.procs"))
+	b, err := v.files.read(filepath.Join(join(v.base, rel), "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	return parsePids(b), nil
 }
 
 func (v *v2Backend) Events(rel string) (Events, error) {
 	dir := join(v.base, rel)
-	oom, err := readKeyed(filepath.Join(dir, "memory.events"), "oom_kill")
+	oom, err := v.files.readKeyed(filepath.Join(dir, "memory.events"), "oom_kill")
 	if err != nil {
 		return Events{}, err
 	}
-	pm, err := readKeyed(filepath.Join(dir, "pids.events"), "max")
+	pm, err := v.files.readKeyed(filepath.Join(dir, "pids.events"), "max")
 	if err != nil {
 		return Events{}, err
 	}
@@ -203,6 +212,7 @@ func (v *v2Backend) Remove(rel string) error {
 	v.mu.Lock()
 	delete(v.enabled, dir)
 	v.mu.Unlock()
+	v.files.forget(dir)
 	return rmdir(dir)
 }
 
