@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -581,6 +582,10 @@ type Lease struct {
 	base  Events
 	start time.Time
 	once  sync.Once
+	// emptied is set when Kill has confirmed the group empty: nothing can
+	// enter it afterwards but through this lease's Spawn, so Release need
+	// not look again.
+	emptied atomic.Bool
 }
 
 // Identity is the identity the lease was acquired for.
@@ -590,11 +595,20 @@ func (l *Lease) Identity() string { return l.c.id }
 func (l *Lease) Limits() Limits { return l.p.lim }
 
 // Spawn forks the request's program into the request group (see SpawnFunc).
-func (l *Lease) Spawn(fn SpawnFunc) (int, error) { return l.p.b.Spawn(l.group, fn) }
+func (l *Lease) Spawn(fn SpawnFunc) (int, error) {
+	l.emptied.Store(false)
+	return l.p.b.Spawn(l.group, fn)
+}
 
 // Kill kills every process of the request, however it was detached, and
 // returns once none is left (ErrNotTracked on the none backend).
-func (l *Lease) Kill(ctx context.Context) error { return l.p.b.Kill(ctx, l.group) }
+func (l *Lease) Kill(ctx context.Context) error {
+	err := l.p.b.Kill(ctx, l.group)
+	if err == nil {
+		l.emptied.Store(true)
+	}
+	return err
+}
 
 // Events are the kernel events of this request so far.
 func (l *Lease) Events() (Events, error) {
@@ -630,7 +644,10 @@ func (l *Lease) release() {
 	var err error
 	var base Events
 	if !closed { // Close has killed and removed everything already
-		if _, err = p.killRemoveKeep(l.group); err == nil {
+		if !l.emptied.Load() {
+			_, err = p.killRemoveKeep(l.group)
+		}
+		if err == nil {
 			base, err = p.b.Events(l.group)
 		}
 	}

@@ -212,7 +212,11 @@ func (p *Process) wait() error {
 
 	var ev CellEvents
 	if st.slot != nil {
-		ev, _ = st.slot.Events()
+		// A clean exit needs no diagnosis: the cell's counters are read
+		// only for a failure.
+		if cs.Code != cldExited || cs.Status != 0 {
+			ev, _ = st.slot.Events()
+		}
 		if release {
 			st.slot.Release()
 		}
