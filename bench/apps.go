@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log"
+	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +26,11 @@ import (
 // appWorkers is the pool size of each app; a FastCGI worker gets one
 // request at a time (as php-cgi takes them), an HTTP worker many.
 const appWorkers = 4
+
+var (
+	appFastCGIRow = fmt.Sprintf("app fastcgi hello via suserve (%d workers)", appWorkers)
+	appHTTPRow    = fmt.Sprintf("app http hello via suserve (%d workers)", appWorkers)
+)
 
 const fcgiHelloSrc = `package main
 
@@ -82,7 +90,7 @@ func buildGo(dir, name, src string) (string, error) {
 
 // appRows measures the app rows at each connection count.
 func appRows(dir string, conns []int, d time.Duration) ([]row, error) {
-	if !rowFilter.MatchString("app") {
+	if !rowFilter.MatchString(appFastCGIRow) && !rowFilter.MatchString(appHTTPRow) {
 		return nil, nil
 	}
 	if os.Geteuid() != 0 {
@@ -161,12 +169,26 @@ workers = %d
 		return nil, err
 	}
 	defer direct.stop()
-	targets := []struct{ name, url string }{
-		{fmt.Sprintf("app fastcgi hello via suserve (%d workers)", appWorkers), su.url + "/f/hello"},
-		{fmt.Sprintf("app http hello via suserve (%d workers)", appWorkers), su.url + "/h/hello"},
+	// The proxy reference: the standard library's ReverseProxy in this
+	// process, in front of one hello worker on a unix socket. It is the
+	// least any proxy to a worker process costs here, so the app rows are
+	// also compared with it.
+	ref, stopRef, err := proxyReference(adir, httpBin)
+	if err != nil {
+		return nil, err
+	}
+	defer stopRef()
+	var targets []struct{ name, url string }
+	for _, t := range []struct{ name, url string }{
+		{appFastCGIRow, su.url + "/f/hello"},
+		{appHTTPRow, su.url + "/h/hello"},
+	} {
+		if rowFilter.MatchString(t.name) {
+			targets = append(targets, t)
+		}
 	}
 	// The first request of each app starts its workers: not measured.
-	for _, t := range targets {
+	for _, t := range append(targets, struct{ name, url string }{ref.name, ref.url}) {
 		resp, err := http.Get(t.url)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", t.name, err)
@@ -186,13 +208,69 @@ workers = %d
 		base := new(loadResult)
 		*base = res
 		rows = append(rows, row{name: "direct net/http hello (app baseline)", conns: c, res: res})
+		if res, err = load(ref.url, c, d, nil); err != nil {
+			return nil, fmt.Errorf("proxy reference: %w", err)
+		}
+		refRes := new(loadResult)
+		*refRes = res
+		rows = append(rows, row{name: ref.name + " vs direct", conns: c, res: res, base: base})
 		for _, t := range targets {
 			res, err := load(t.url, c, d, nil)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", t.name, err)
 			}
 			rows = append(rows, row{name: t.name + " vs direct", conns: c, res: res, base: base})
+			rows = append(rows, row{name: t.name + " vs proxy reference", conns: c, res: res, base: refRes})
 		}
 	}
 	return rows, nil
+}
+
+// proxyReference starts bin (the HTTP hello worker) with a listening unix
+// socket as descriptor 3, as suserve starts an HTTP app's worker, and serves
+// an httputil.ReverseProxy to it.
+func proxyReference(dir, bin string) (target, func(), error) {
+	sock := filepath.Join(dir, "reference.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return target{}, nil, err
+	}
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false) // the worker's copy goes on listening
+	lf, err := ul.File()
+	ln.Close()
+	if err != nil {
+		return target{}, nil, err
+	}
+	cmd := exec.Command(bin)
+	cmd.ExtraFiles = []*os.File{lf}
+	err = cmd.Start()
+	lf.Close()
+	if err != nil {
+		return target{}, nil, err
+	}
+	rp := &httputil.ReverseProxy{
+		ErrorLog: log.New(io.Discard, "", 0),
+		Rewrite:  func(r *httputil.ProxyRequest) { r.Out.URL.Scheme, r.Out.URL.Host = "http", "worker" },
+		Transport: &http.Transport{
+			MaxIdleConnsPerHost: 256,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			},
+		},
+	}
+	t, err := serve("stdlib ReverseProxy to one http hello worker (proxy reference)", rp, "/hello")
+	stop := func() {
+		if t.stop != nil {
+			t.stop()
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	if err != nil {
+		stop()
+		return target{}, nil, err
+	}
+	return t, stop, nil
 }

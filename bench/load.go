@@ -16,6 +16,7 @@ type loadResult struct {
 	elapsed  time.Duration
 	lat      []time.Duration // sorted
 	cpu      time.Duration   // machine CPU time (all cores) spent during the run
+	own      time.Duration   // of which this process's: the load generator and in-process servers
 	status   map[int]int
 }
 
@@ -29,11 +30,13 @@ func (r loadResult) pct(p float64) time.Duration {
 	return r.lat[i]
 }
 
-func (r loadResult) cpuPerRequest() time.Duration {
+func (r loadResult) cpuPerRequest() time.Duration { return r.perRequest(r.cpu) }
+
+func (r loadResult) perRequest(d time.Duration) time.Duration {
 	if r.requests == 0 {
 		return 0
 	}
-	return r.cpu / time.Duration(r.requests)
+	return d / time.Duration(r.requests)
 }
 
 // load drives url with conns keep-alive connections for d, each sending one
@@ -80,7 +83,7 @@ func load(url string, conns int, d time.Duration, header http.Header) (loadResul
 		err    error
 	}
 	parts := make([]part, conns)
-	cpu0 := machineCPU()
+	cpu0, own0 := machineCPU(), ownCPU()
 	start := time.Now()
 	deadline := start.Add(d)
 	for i := range conns {
@@ -113,7 +116,7 @@ func load(url string, conns int, d time.Duration, header http.Header) (loadResul
 		}(&parts[i])
 	}
 	wg.Wait()
-	res := loadResult{elapsed: time.Since(start), cpu: machineCPU() - cpu0, status: map[int]int{}}
+	res := loadResult{elapsed: time.Since(start), cpu: machineCPU() - cpu0, own: ownCPU() - own0, status: map[int]int{}}
 	for _, p := range parts {
 		if p.err != nil {
 			return res, fmt.Errorf("load on %s: %w", url, p.err)

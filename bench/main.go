@@ -213,7 +213,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 func print(w io.Writer, d time.Duration, rows []row) {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "row\tconns\treq/s\tp50\tp99\tCPU µs/req\tvs limit\terrors\t\n")
+	fmt.Fprintf(tw, "row\tconns\treq/s\tp50\tp99\tCPU µs/req\tof which bench\tvs limit\terrors\t\n")
 	for _, r := range rows {
 		c := "-"
 		if r.conns > 0 {
@@ -223,12 +223,17 @@ func print(w io.Writer, d time.Duration, rows []row) {
 		if r.base != nil {
 			ratio = fmt.Sprintf("%.2f", r.res.rate()/r.base.rate())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%d\t\n", r.name, c, r.res.rate(),
+		own := "-"
+		if r.conns > 0 {
+			own = strconv.FormatInt(r.res.perRequest(r.res.own).Microseconds(), 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%s\t%d\t\n", r.name, c, r.res.rate(),
 			r.res.pct(0.50).Round(time.Microsecond), r.res.pct(0.99).Round(time.Microsecond),
-			r.res.cpuPerRequest().Microseconds(), ratio, r.res.errors)
+			r.res.cpuPerRequest().Microseconds(), own, ratio, r.res.errors)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\n%d cores, %s per row; CPU is the whole machine's, load generator included.\n", numCPU(), d)
+	fmt.Fprintf(w, "\n%d cores, %s per row; CPU is the whole machine's, load generator included; \"of which bench\" is this process's\n", numCPU(), d)
+	fmt.Fprintf(w, "share (load generator and in-process servers), the rest is programs, workers, privilege-separated processes and the machine's other work.\n")
 	fmt.Fprintf(w, "Each limit is the higher of its two measurements (start and end of the run); its rows show both against it.\n")
 }
 

@@ -13,6 +13,16 @@ import (
 	"time"
 )
 
+// ownCPU is the CPU time this process has used so far, user and system,
+// all threads; children not included.
+func ownCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // machineCPU is the CPU time all cores spent outside idle and iowait so far,
 // from the first line of /proc/stat.
 func machineCPU() time.Duration {

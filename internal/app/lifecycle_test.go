@@ -294,3 +294,41 @@ func TestClientDisconnectAbortsTheRequestAndFreesTheWorker(t *testing.T) {
 		}
 	})
 }
+
+// TestLightLoadStaysOnTheFirstWorkerAndSpreadsWhenItIsBusy: one request at
+// a time goes to the same worker every time; a request that arrives while
+// that worker is busy goes to another.
+func TestLightLoadStaysOnTheFirstWorkerAndSpreadsWhenItIsBusy(t *testing.T) {
+	both(t, func(t *testing.T, protocol, bin string) {
+		p, _ := newPool(t, protocol, bin, func(p *Pool) { p.Workers = 3 })
+		srv := serve(t, &Handler{Pools: p, Prefix: "/app/"}, "")
+		getPid(t, srv.URL+"/app/pid") // starts the workers
+		waitFor(t, func() bool { return p.Stats().Ready == 3 })
+		first := getPid(t, srv.URL+"/app/pid")
+		for range 10 {
+			if pid := getPid(t, srv.URL+"/app/pid"); pid != first {
+				t.Fatalf("sequential requests went to workers %d and %d", first, pid)
+			}
+		}
+		// A request whose body is still coming holds the first worker.
+		pr, pw := io.Pipe()
+		held := make(chan error, 1)
+		go func() {
+			resp, err := http.Post(srv.URL+"/app/echo", "text/plain", pr)
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			held <- err
+		}()
+		pw.Write([]byte("x"))
+		waitFor(t, func() bool { return p.Stats().InFlight == 1 })
+		if pid := getPid(t, srv.URL+"/app/pid"); pid == first {
+			t.Errorf("a request went to the busy worker %d while two were idle", pid)
+		}
+		pw.Close()
+		if err := <-held; err != nil {
+			t.Fatal(err)
+		}
+	})
+}

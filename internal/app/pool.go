@@ -82,7 +82,6 @@ type Pool struct {
 	waiters  []*waiter
 	waiting  int
 	inflight int
-	next     int // round-robin start for picking among equally busy workers
 	lastUsed time.Time
 	idle     *time.Timer
 	closed   bool
@@ -368,22 +367,21 @@ func (p *Pool) fill() error {
 	return nil
 }
 
-// pick returns the ready worker with the fewest requests and a free slot;
-// p.mu is held.
+// pick returns the ready worker with the fewest requests and a free slot,
+// the lowest slot among equals: requests spread over the workers as load
+// rises, and while it is light they go to the first worker, which stays
+// warm, instead of waking every worker in turn. (With one Go HTTP worker
+// the bench's app row spends about half the worker CPU per request that it
+// spends with four; round-robin among idle workers paid that at any load.)
 func (p *Pool) pick() *worker {
 	var best *worker
-	n := len(p.workers)
-	for k := range n {
-		w := p.workers[(p.next+k)%n]
+	for _, w := range p.workers {
 		if w == nil || !w.ready || w.stopping || w.inflight >= p.concurrency() || w.dead() {
 			continue
 		}
 		if best == nil || w.inflight < best.inflight {
 			best = w
 		}
-	}
-	if best != nil {
-		p.next = (best.slot + 1) % n
 	}
 	return best
 }
