@@ -18,6 +18,23 @@ type Started interface {
 	Kill()
 }
 
+// Worker is a started app worker, in this process or across the
+// boundary: a Started that can also be asked to stop (Signal).
+type Worker interface {
+	Started
+	Signal(sig syscall.Signal) error
+}
+
+// LaunchWorker is StartWorker returning the Worker interface, so that a
+// Local and a Client can stand in for each other.
+func (l *Local) LaunchWorker(ctx context.Context, s *WorkerSpec) (Worker, error) {
+	p, err := l.StartWorker(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // Launch is Start returning the Started interface, so that a Local and a
 // Client can stand in for each other.
 func (l *Local) Launch(ctx context.Context, s *Spec) (Started, error) {
@@ -89,6 +106,15 @@ func (c *Client) Close() error {
 	return err
 }
 
+// LaunchWorker is StartWorker returning the Worker interface.
+func (c *Client) LaunchWorker(ctx context.Context, s *WorkerSpec) (Worker, error) {
+	p, err := c.StartWorker(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // Launch is Start returning the Started interface.
 func (c *Client) Launch(ctx context.Context, s *Spec) (Started, error) {
 	p, err := c.Start(ctx, s)
@@ -118,30 +144,62 @@ func (c *Client) Start(ctx context.Context, s *Spec) (*RemoteProcess, error) {
 		}
 		fds = append(fds, f)
 	}
+	return c.request(ctx, s.Path, func(id uint64) *Message {
+		return &Message{Kind: KindSpawn, FDs: fds, Spawn: &SpawnRequest{
+			ID: id, Route: s.Route, Identity: s.Identity, Path: s.Path, Args: s.Args, Env: s.Env, Dir: s.Dir,
+		}}
+	})
+}
+
+// StartWorker asks the spawner to start a worker of the app s.App as
+// s.Identity. Only the names and the two descriptors travel (the socket,
+// s.Stdin for FastCGI or s.ExtraFiles[0] for HTTP, and the log pipe,
+// s.Stdout): the spawner takes the command, environment and directory
+// from its own configuration. The worker runs until Signal, Kill or the
+// end of the connection: ctx is checked before the request goes out, and
+// its end afterwards neither abandons the start nor kills the worker.
+func (c *Client) StartWorker(ctx context.Context, s *WorkerSpec) (*RemoteProcess, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sock := s.Stdin
+	if len(s.ExtraFiles) > 0 {
+		sock = s.ExtraFiles[0]
+	}
+	if sock == nil || s.Stdout == nil {
+		return nil, &Failure{Kind: ExecFailed, Path: s.Path, Detail: "a worker needs its socket and its log pipe", Exit: -1}
+	}
+	return c.request(context.WithoutCancel(ctx), s.Path, func(id uint64) *Message {
+		return &Message{Kind: KindWorker, FDs: []*os.File{sock, s.Stdout}, Worker: &WorkerRequest{
+			ID: id, App: s.App, Identity: s.Identity, Slot: uint32(s.Slot), Socket: s.Socket,
+		}}
+	})
+}
+
+// request sends the message msg(id) makes and waits for its reply. When
+// ctx ends before the program does, its tree is killed.
+func (c *Client) request(ctx context.Context, path string, msg func(id uint64) *Message) (*RemoteProcess, error) {
 	ch := make(chan reply, 1)
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		return nil, c.gone(s.Path, err)
+		return nil, c.gone(path, err)
 	}
 	c.nextID++
 	id := c.nextID
-	c.pending[id] = &call{ch: ch, path: s.Path}
+	c.pending[id] = &call{ch: ch, path: path}
 	c.mu.Unlock()
 
-	m := &Message{Kind: KindSpawn, FDs: fds, Spawn: &SpawnRequest{
-		ID: id, Route: s.Route, Identity: s.Identity, Path: s.Path, Args: s.Args, Env: s.Env, Dir: s.Dir,
-	}}
-	if err := writeMessage(c.c, m); err != nil {
+	if err := writeMessage(c.c, msg(id)); err != nil {
 		c.mu.Lock()
 		delete(c.pending, id)
 		c.mu.Unlock()
 		var me *MessageError
 		if errors.As(err, &me) {
-			return nil, &Failure{Kind: BadMessage, Path: s.Path, Detail: err.Error(), Exit: -1, Err: err}
+			return nil, &Failure{Kind: BadMessage, Path: path, Detail: err.Error(), Exit: -1, Err: err}
 		}
-		return nil, c.gone(s.Path, err)
+		return nil, c.gone(path, err)
 	}
 	select {
 	case r := <-ch:
@@ -341,6 +399,17 @@ func (p *RemoteProcess) Runtime() time.Duration {
 	default:
 		return 0
 	}
+}
+
+// Signal asks the spawner to send sig to the program (SIGTERM: a worker's
+// graceful stop). It returns os.ErrProcessDone once the exit report is in.
+func (p *RemoteProcess) Signal(sig syscall.Signal) error {
+	select {
+	case <-p.done:
+		return os.ErrProcessDone
+	default:
+	}
+	return writeMessage(p.c.c, &Message{Kind: KindSignal, Signal: &SignalRequest{Handle: p.handle, Signal: uint32(sig)}})
 }
 
 // Kill asks the spawner to kill the program's tree and reap it. It is

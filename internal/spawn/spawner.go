@@ -11,7 +11,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Refusals that only the spawner makes: a request that names no route the
@@ -37,15 +40,25 @@ func init() {
 // names). It returns a *Failure for a refusal.
 type RouteFunc func(route, identity string) (dir, mode string, err error)
 
+// AppFunc finds, in the spawner's own configuration, the worker a front's
+// request names: the [[app]] at r.App, run as r.Identity (an account app
+// only as its account). It returns the worker's program, arguments,
+// complete environment and directory, and whether its socket is an HTTP
+// listener (descriptor 3, LISTEN_FDS) rather than FastCGI's descriptor 0;
+// or a *Failure for a refusal.
+type AppFunc func(r *WorkerRequest) (spec *WorkerSpec, http bool, err error)
+
 // Spawner is the privileged side of the boundary: it reads spawn requests
 // from one front, checks each against its own configuration and policy,
 // starts the program with Local, and reports how it ended. Nothing the
 // front computed is used except the names it sends; the route directory
-// and mode come from Routes, the identity from Local's source.
+// and mode come from Routes, an app worker's command from Apps, the
+// identity from Local's source.
 type Spawner struct {
 	Local    *Local
 	Routes   RouteFunc
-	FrontUID uint32 // the uid the front runs as: the peer must have it (SO_PEERCRED)
+	Apps     AppFunc // nil: the spawner starts no app workers
+	FrontUID uint32  // the uid the front runs as: the peer must have it (SO_PEERCRED)
 	Log      *slog.Logger
 
 	handles atomic.Uint64
@@ -134,6 +147,12 @@ func (fc *frontConn) read() error {
 				defer fc.wg.Done()
 				fc.spawn(m)
 			}()
+		case KindWorker:
+			fc.wg.Add(1)
+			go func() {
+				defer fc.wg.Done()
+				fc.worker(m)
+			}()
 		case KindKill:
 			// Killing a cell's request group can take milliseconds
 			// (freeze, kill, thaw on cgroup v1): not on the reader.
@@ -142,6 +161,8 @@ func (fc *frontConn) read() error {
 				defer fc.wg.Done()
 				fc.kill(m.Kill.Handle)
 			}()
+		case KindSignal:
+			fc.signal(m.Signal)
 		default:
 			m.Close()
 			err := &MessageError{Kind: m.Kind, Err: ErrUnknownKind, Detail: "not a message the front sends"}
@@ -200,6 +221,12 @@ func (fc *frontConn) spawn(m *Message) {
 		fc.refuse(r.ID, err)
 		return
 	}
+	fc.watch(r.ID, p)
+}
+
+// watch registers a started program, replies to request id, waits for the
+// program's exit and reports it.
+func (fc *frontConn) watch(id uint64, p *Process) {
 	started := time.Now()
 	h := fc.s.handles.Add(1)
 	fc.mu.Lock()
@@ -211,7 +238,7 @@ func (fc *frontConn) spawn(m *Message) {
 	}
 	fc.live[h] = p
 	fc.mu.Unlock()
-	fc.send(&Message{Kind: KindStarted, Started: &StartedReply{ID: r.ID, Handle: h, Pid: int32(p.Pid())}})
+	fc.send(&Message{Kind: KindStarted, Started: &StartedReply{ID: id, Handle: h, Pid: int32(p.Pid())}})
 	// The report follows the reply: both go out on this goroutine.
 	werr := p.Wait()
 	rt := time.Since(started)
@@ -272,6 +299,108 @@ func hasDotDot(p string) bool {
 		}
 	}
 	return false
+}
+
+// worker carries out a worker request: the app's worker from the
+// spawner's configuration, with the front's socket and log pipe.
+func (fc *frontConn) worker(m *Message) {
+	defer m.Close()
+	r := m.Worker
+	spec, err := fc.workerSpec(r, m.FDs)
+	if err != nil {
+		fc.log.Warn("spawner refused a worker", "app", r.App, "identity", r.Identity, "cause", err.Error())
+		fc.refuse(r.ID, err)
+		return
+	}
+	p, err := fc.s.Local.StartWorker(fc.ctx, spec)
+	if err != nil {
+		fc.log.Info("spawner did not start a worker", "app", r.App, "identity", r.Identity, "cause", err.Error())
+		fc.refuse(r.ID, err)
+		return
+	}
+	fc.watch(r.ID, p)
+}
+
+// workerSpec checks a worker request's descriptors and builds its spec. The
+// socket must be a listening unix stream socket and the log a pipe: the
+// front can hand a worker nothing else of its own.
+func (fc *frontConn) workerSpec(r *WorkerRequest, fds []*os.File) (*WorkerSpec, error) {
+	if fc.s.Apps == nil {
+		return nil, refuse(UnknownRoute, r.App, "the spawner starts no app workers")
+	}
+	if !filepath.IsAbs(r.Socket) || hasDotDot(r.Socket) {
+		return nil, refuse(DotDot, r.Socket, "socket %q is not a clean absolute path", r.Socket)
+	}
+	if err := listeningUnixSocket(fds[0]); err != nil {
+		return nil, &Failure{Kind: BadMessage, Path: r.App, Detail: "the worker's socket: " + err.Error(), Exit: -1, Err: err}
+	}
+	if err := pipeWriteEnd(fds[1]); err != nil {
+		return nil, &Failure{Kind: BadMessage, Path: r.App, Detail: "the worker's log: " + err.Error(), Exit: -1, Err: err}
+	}
+	spec, http, err := fc.s.Apps(r)
+	if err != nil {
+		var f *Failure
+		if errors.As(err, &f) {
+			return nil, err
+		}
+		return nil, &Failure{Kind: UnknownRoute, Path: r.App, Detail: err.Error(), Exit: -1, Err: err}
+	}
+	spec.Identity, spec.App = r.Identity, r.App
+	spec.Stdout, spec.Stderr = fds[1], fds[1]
+	if http {
+		spec.ExtraFiles = []*os.File{fds[0]} // Stdin nil: /dev/null
+	} else {
+		spec.Stdin = fds[0]
+	}
+	return spec, nil
+}
+
+// listeningUnixSocket checks that f is a unix stream socket in the
+// listening state.
+func listeningUnixSocket(f *os.File) error {
+	fd := int(f.Fd())
+	dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return fmt.Errorf("not a socket: %w", err)
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return err
+	}
+	acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil {
+		return err
+	}
+	if dom != unix.AF_UNIX || typ != unix.SOCK_STREAM || acc != 1 {
+		return fmt.Errorf("domain %d, type %d, listening %d: want a listening unix stream socket", dom, typ, acc)
+	}
+	return nil
+}
+
+// pipeWriteEnd checks that f is the write end of a pipe.
+func pipeWriteEnd(f *os.File) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return err
+	}
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFIFO || fl&unix.O_ACCMODE != unix.O_WRONLY {
+		return fmt.Errorf("mode %o, flags %#x: want the write end of a pipe", st.Mode, fl)
+	}
+	return nil
+}
+
+// signal sends a signal to a program the front has not killed yet.
+func (fc *frontConn) signal(r *SignalRequest) {
+	fc.mu.Lock()
+	p := fc.live[r.Handle]
+	fc.mu.Unlock()
+	if p != nil {
+		_ = p.Signal(syscall.Signal(r.Signal))
+	}
 }
 
 // kill kills a program the front is done with before it exited, and

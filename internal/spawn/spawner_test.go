@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -34,11 +35,19 @@ type boundary struct {
 
 func newBoundary(t *testing.T, frontUID uint32, cells ...Cells) *boundary {
 	t.Helper()
+	return newBoundaryWith(t, frontUID, func(b *boundary) {
+		if len(cells) > 0 {
+			b.f.l.Cells = cells[0]
+		}
+	})
+}
+
+// newBoundaryWith is newBoundary with setup run on it before the spawner
+// serves.
+func newBoundaryWith(t *testing.T, frontUID uint32, setup func(*boundary)) *boundary {
+	t.Helper()
 	testutil.RequireRoot(t)
 	f := newFixture(t)
-	if len(cells) > 0 {
-		f.l.Cells = cells[0]
-	}
 	b := &boundary{f: f, serve: make(chan error, 1)}
 	b.s = &Spawner{
 		Local:    f.l,
@@ -56,6 +65,7 @@ func newBoundary(t *testing.T, frontUID uint32, cells ...Cells) *boundary {
 			return "", "", refuse(UnknownRoute, "", "no route %q", route)
 		},
 	}
+	setup(b)
 	sp, front, err := Socketpair()
 	if err != nil {
 		t.Fatal(err)
@@ -363,6 +373,18 @@ func TestEncodeRefusesWhatDecodeWould(t *testing.T) {
 	}
 }
 
+func TestSignalOutsideTheKernelsRangeIsRefused(t *testing.T) {
+	for _, sig := range []uint32{0, 65, 1 << 31} {
+		if _, err := Encode(&Message{Kind: KindSignal, Signal: &SignalRequest{Handle: 1, Signal: sig}}); !errors.Is(err, ErrField) {
+			t.Errorf("encode signal %d: %v", sig, err)
+		}
+		b := binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint64([]byte{byte(KindSignal)}, 1), sig)
+		if _, err := Decode(b, nil); !errors.Is(err, ErrField) {
+			t.Errorf("decode signal %d: %v", sig, err)
+		}
+	}
+}
+
 func TestDecodeRefusesNULInPaths(t *testing.T) {
 	b, err := Encode(&Message{Kind: KindSpawn, Spawn: &SpawnRequest{Path: "/a\x00b"}})
 	if err != nil {
@@ -381,6 +403,8 @@ func FuzzSpawnerMessage(f *testing.F) {
 		{Kind: KindExited, Exited: &ExitReport{Handle: 2, Cause: Signaled, Exit: -1, Signal: 9, Killed: true, Cell: CellEvents{OOMKills: 1}, Runtime: time.Millisecond, Detail: "oom"}},
 		{Kind: KindKill, Kill: &KillRequest{Handle: 9}},
 		{Kind: KindHello},
+		{Kind: KindWorker, Worker: &WorkerRequest{ID: 4, App: "/wiki/", Identity: "wiki", Slot: 2, Socket: "/var/lib/suserve/apps/wiki/2.sock"}},
+		{Kind: KindSignal, Signal: &SignalRequest{Handle: 9, Signal: 15}},
 	}
 	for _, m := range seeds {
 		b, err := Encode(m)

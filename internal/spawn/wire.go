@@ -26,8 +26,8 @@ import (
 // MsgKind says which message a datagram carries.
 type MsgKind uint8
 
-// The message kinds. The front sends spawn, kill and hello; the spawner
-// sends started, refused and exited.
+// The message kinds. The front sends spawn, worker, kill, signal and
+// hello; the spawner sends started, refused and exited.
 const (
 	KindSpawn   MsgKind = iota + 1 // a program to start; 3 descriptors attached
 	KindStarted                    // the reply: the program's handle and pid
@@ -35,11 +35,14 @@ const (
 	KindExited                     // how a started program ended
 	KindKill                       // kill a started program's tree before it has exited
 	KindHello                      // the front's own end of the connection; 1 descriptor attached
+	KindWorker                     // an app worker to start; 2 descriptors attached (its socket, its log)
+	KindSignal                     // signal a started program (a worker's graceful stop)
 )
 
 var kindNames = map[MsgKind]string{
 	KindSpawn: "spawn", KindStarted: "started", KindRefused: "refused",
 	KindExited: "exited", KindKill: "kill", KindHello: "hello",
+	KindWorker: "worker", KindSignal: "signal",
 }
 
 func (k MsgKind) String() string {
@@ -54,6 +57,8 @@ func (k MsgKind) wantFDs() int {
 	switch k {
 	case KindSpawn:
 		return 3
+	case KindWorker:
+		return 2
 	case KindHello:
 		return 1
 	}
@@ -156,6 +161,30 @@ type KillRequest struct {
 	Handle uint64
 }
 
+// WorkerRequest asks the spawner to start a worker of an [[app]]. As with
+// SpawnRequest only names travel: the spawner finds the app's command,
+// environment, directory and protocol in its own configuration. The two
+// descriptors are the worker's listening socket, which the front created
+// in its own directory (the worker needs no path), and the write end of
+// the front's log pipe for the worker's stdout and stderr.
+type WorkerRequest struct {
+	ID       uint64
+	App      string // the app's path, as in the configuration
+	Identity string
+	Slot     uint32 // the worker's number in its pool: SUSERVE_WORKER
+	Socket   string // the socket's path, for SUSERVE_SOCKET only
+}
+
+// SignalRequest asks the spawner to send a signal to a started program
+// (SIGTERM: a worker's graceful stop).
+type SignalRequest struct {
+	Handle uint64
+	Signal uint32
+}
+
+// maxSignal bounds SignalRequest.Signal: the kernel's signals are 1..64.
+const maxSignal = 64
+
 // Message is one decoded message: exactly one field is set, as Kind says.
 // FDs are the descriptors that came with it, owned by the receiver.
 type Message struct {
@@ -165,6 +194,8 @@ type Message struct {
 	Refused *Refusal
 	Exited  *ExitReport
 	Kill    *KillRequest
+	Worker  *WorkerRequest
+	Signal  *SignalRequest
 	FDs     []*os.File
 }
 
@@ -242,6 +273,19 @@ func Encode(m *Message) ([]byte, error) {
 		e.str(clip(x.Detail))
 	case KindKill:
 		e.u64(m.Kill.Handle)
+	case KindWorker:
+		r := m.Worker
+		e.u64(r.ID)
+		e.str(r.App)
+		e.str(r.Identity)
+		e.u32(r.Slot)
+		e.str(r.Socket)
+	case KindSignal:
+		if m.Signal.Signal == 0 || m.Signal.Signal > maxSignal {
+			return nil, &MessageError{Kind: m.Kind, Err: ErrField, Detail: fmt.Sprintf("signal %d", m.Signal.Signal)}
+		}
+		e.u64(m.Signal.Handle)
+		e.u32(m.Signal.Signal)
 	case KindHello:
 	default:
 		return nil, &MessageError{Kind: m.Kind, Err: ErrUnknownKind}
@@ -429,6 +473,19 @@ func decode(b []byte, nfds int) (*Message, error) {
 		m.Exited = x
 	case KindKill:
 		m.Kill = &KillRequest{Handle: d.u64()}
+	case KindWorker:
+		r := &WorkerRequest{ID: d.u64()}
+		id = r.ID
+		r.App = d.str(true)
+		r.Identity = d.str(true)
+		r.Slot = d.u32()
+		r.Socket = d.str(true)
+		m.Worker = r
+	case KindSignal:
+		m.Signal = &SignalRequest{Handle: d.u64(), Signal: d.u32()}
+		if d.err == nil && (m.Signal.Signal == 0 || m.Signal.Signal > maxSignal) {
+			d.err = fmt.Errorf("%w: signal %d", ErrField, m.Signal.Signal)
+		}
 	case KindHello:
 	default:
 		return nil, &MessageError{Kind: m.Kind, Err: ErrUnknownKind}

@@ -24,6 +24,11 @@ type WorkerSpec struct {
 	Dir      string   // working directory; "" is "/"
 	Identity string   // who the worker runs as; "" is the server's own user
 	App      string   // the app's name (its URL path), for messages
+	// Socket and Slot are the worker's socket path and number in its pool,
+	// which the spawner puts in the environment behind the privilege
+	// boundary (Client.StartWorker); Local takes Env as it is.
+	Socket string
+	Slot   int
 
 	// The worker's standard streams (nil is /dev/null) and the descriptors
 	// it inherits as 3, 4, ...: a FastCGI worker's listening socket is its
