@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/suserve/suserve/internal/app"
 	"github.com/suserve/suserve/internal/config"
 	"github.com/suserve/suserve/internal/identity"
 	"github.com/suserve/suserve/internal/server"
@@ -65,10 +67,6 @@ func frontCredential(name string) (*syscall.Credential, error) {
 // runSpawner is start for a server started as root with a configuration
 // file: the listeners stay here, the front runs as [server] user.
 func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *slog.Logger, demo bool) error {
-	// The spawner does not start persistent workers for the front yet.
-	if err := server.RefuseApps(cfg, "privilege separation (suserve started as root)"); err != nil {
-		return err
-	}
 	cred, err := frontCredential(cfg.Server.User)
 	if err != nil {
 		return err
@@ -110,6 +108,11 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 	if err := os.Chmod(state, 0o711); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	if len(cfg.Apps) > 0 {
+		if err := frontSocketDir(state, cred); err != nil {
+			return err
+		}
+	}
 	launch, err := server.NewLocal(cfg, log)
 	if err != nil {
 		return err
@@ -118,7 +121,7 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 	notes := append([]string{fmt.Sprintf("privilege separation: HTTP is served by a front running as %s (uid %d); programs are started by the spawner (pid %d), which alone holds root and the cells", cfg.Server.User, cred.Uid, os.Getpid())}, launch.Notes...)
 	env = append(env, envState+"="+state, envNotes+"="+strings.Join(notes, "\n"))
 
-	sp := &spawn.Spawner{Local: launch.Spawn, Routes: routeResolver(cfg, state, launch.Identities), FrontUID: cred.Uid, Log: log}
+	sp := &spawn.Spawner{Local: launch.Spawn, Routes: routeResolver(cfg, state, launch.Identities), Apps: appResolver(cfg, state), FrontUID: cred.Uid, Log: log}
 	sup := &spawn.Supervisor{
 		Spawner: sp,
 		Args:    []string{os.Args[0], "serve", "-config", cfg.File},
@@ -205,6 +208,65 @@ func routeResolver(cfg *config.Config, state string, ids identity.Source) spawn.
 			}
 		}
 		return "", "", &spawn.Failure{Kind: spawn.UnknownRoute, Detail: fmt.Sprintf("no route is %q", route), Exit: -1}
+	}
+}
+
+// frontSocketDir makes {state}/apps the front's own 0700 directory: the
+// front creates its app workers' sockets there and alone connects to them
+// (a worker receives its listening socket as a descriptor and needs no
+// path).
+func frontSocketDir(state string, cred *syscall.Credential) error {
+	dir := filepath.Join(state, "apps")
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("app socket directory: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("app socket directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("app socket directory %s is not a directory", dir)
+	}
+	if err := os.Lchown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+		return fmt.Errorf("app socket directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("app socket directory: %w", err)
+	}
+	return nil
+}
+
+// appResolver is the spawner's own view of the [[app]] sections: for the
+// app and identity a front names, the worker to start, or the refusal.
+// The command, environment and directory are the configuration's; the
+// front contributes the socket's path (for SUSERVE_SOCKET) and the
+// worker's number.
+func appResolver(cfg *config.Config, state string) spawn.AppFunc {
+	apps := cfg.Apps
+	return func(r *spawn.WorkerRequest) (*spawn.WorkerSpec, bool, error) {
+		for _, a := range apps {
+			if a.Path != r.App {
+				continue
+			}
+			switch a.RunAs {
+			case config.RunAsAccount:
+				if r.Identity != a.Account {
+					return nil, false, &spawn.Failure{Kind: spawn.RouteIdentity, Path: a.Command[0], Detail: fmt.Sprintf("app %s runs as %s, not as %q", a.Path, a.Account, r.Identity), Exit: -1}
+				}
+			case config.RunAsAuthenticated:
+				// Who authenticated is the front's to decide, as on
+				// routes; the spawner holds it to what policy allows.
+			default:
+				return nil, false, &spawn.Failure{Kind: spawn.RouteIdentity, Path: a.Command[0], Detail: fmt.Sprintf("app %s has run_as %q", a.Path, a.RunAs), Exit: -1}
+			}
+			return &spawn.WorkerSpec{
+				Path: a.Command[0],
+				Args: append([]string(nil), a.Command...),
+				Env:  app.WorkerEnv(a.Protocol, a.Env, r.Socket, int(r.Slot)),
+				Dir:  a.ExpandDir(state),
+			}, a.Protocol == config.ProtocolHTTP, nil
+		}
+		return nil, false, &spawn.Failure{Kind: spawn.UnknownRoute, Detail: fmt.Sprintf("no app is %q", r.App), Exit: -1}
 	}
 }
 

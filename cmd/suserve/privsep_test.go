@@ -71,6 +71,13 @@ type instance struct {
 // port. It returns once the front answers.
 func startSuserve(t *testing.T, cells string) *instance {
 	t.Helper()
+	return startSuserveWith(t, cells, nil)
+}
+
+// startSuserveWith is startSuserve with more configuration: extra(dir)
+// returns sections appended to the file, which lies in dir.
+func startSuserveWith(t *testing.T, cells string, extra func(dir string) string) *instance {
+	t.Helper()
 	testutil.RequireRoot(t)
 	// The front reads the configuration as its own user: every directory
 	// on the way must let it through.
@@ -126,6 +133,9 @@ dir = %q
 run_as = "account"
 account = "alice"
 `, addr, frontUID, testutil.AliceUID, testutil.AliceUID, cells, cgi)
+	if extra != nil {
+		conf += extra(dir)
+	}
 	file := filepath.Join(dir, "suserve.toml")
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,8 @@ type Command struct {
 	Dir      string   // working directory: the app's directory
 	Identity string   // who the worker runs as; "" is the server's own user
 	App      string   // the app's name (its URL path), for the launcher's policy checks and logs
+	Socket   string   // the worker's socket path (SUSERVE_SOCKET in Env)
+	Slot     int      // the worker's number in its pool (SUSERVE_WORKER in Env)
 
 	// Stdin becomes descriptor 0. For a FastCGI worker it is the listening
 	// socket (FastCGI 1.0 §2.2, FCGI_LISTENSOCK_FILENO); for an HTTP worker

@@ -111,6 +111,8 @@ func (p *Pool) launch(w *worker) *Failure {
 		Dir:      p.Dir,
 		Identity: p.Identity,
 		App:      p.Name,
+		Socket:   w.sock,
+		Slot:     w.slot,
 		Stdout:   pw,
 		Stderr:   pw,
 	}
@@ -199,11 +201,16 @@ func scanLinesOrFull(data []byte, atEOF bool) (int, []byte, error) {
 // that check LISTEN_PID == getpid() (sd_listen_fds, go-systemd's activation)
 // therefore see no inherited socket; they should take descriptor 3 when
 // LISTEN_FDS=1, or read SUSERVE_SOCKET.
-func (p *Pool) env(w *worker) []string {
+func (p *Pool) env(w *worker) []string { return WorkerEnv(p.Protocol, p.Env, w.sock, w.slot) }
+
+// WorkerEnv is the environment of worker number slot of an app with the
+// configured env, listening on socket. Behind the privilege boundary the
+// spawner builds it from its own configuration the same way.
+func WorkerEnv(protocol string, configured []string, socket string, slot int) []string {
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
-	env = append(env, p.Env...)
-	env = append(env, "SUSERVE_SOCKET="+w.sock, "SUSERVE_WORKER="+strconv.Itoa(w.slot))
-	if p.Protocol == ProtocolHTTP {
+	env = append(env, configured...)
+	env = append(env, "SUSERVE_SOCKET="+socket, "SUSERVE_WORKER="+strconv.Itoa(slot))
+	if protocol == ProtocolHTTP {
 		env = append(env, "LISTEN_FDS=1", "LISTEN_FDNAMES=suserve")
 	}
 	return env

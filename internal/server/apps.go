@@ -20,17 +20,18 @@ import (
 )
 
 // WorkerStarter starts persistent app workers as their identities, in their
-// identities' cells. spawn.Local does; the privileged spawner's client does
-// not yet, so a server behind the privilege boundary serves no [[app]].
+// identities' cells: spawn.Local in-process, spawn.Client across the
+// privilege boundary (the spawner then takes the command from its own
+// configuration).
 type WorkerStarter interface {
-	StartWorker(ctx context.Context, s *spawn.WorkerSpec) (*spawn.Process, error)
+	LaunchWorker(ctx context.Context, s *spawn.WorkerSpec) (spawn.Worker, error)
 }
 
 // workerLauncher adapts a WorkerStarter to the app package's Launcher.
 type workerLauncher struct{ w WorkerStarter }
 
 func (l workerLauncher) Start(ctx context.Context, c *app.Command) (app.Process, error) {
-	p, err := l.w.StartWorker(ctx, &spawn.WorkerSpec{
+	p, err := l.w.LaunchWorker(ctx, &spawn.WorkerSpec{
 		Path:       c.Path,
 		Args:       c.Args,
 		Env:        c.Env,
@@ -41,6 +42,8 @@ func (l workerLauncher) Start(ctx context.Context, c *app.Command) (app.Process,
 		Stdout:     c.Stdout,
 		Stderr:     c.Stderr,
 		ExtraFiles: c.ExtraFiles,
+		Socket:     c.Socket,
+		Slot:       c.Slot,
 	})
 	if err != nil {
 		return nil, err
@@ -54,11 +57,11 @@ func (l workerLauncher) Start(ctx context.Context, c *app.Command) (app.Process,
 // Wait kills what is left of its tree (children it left behind) and reaps
 // it: nothing of an exited worker outlives it, and its cell slot returns
 // to the budget.
-type workerProcess struct{ *spawn.Process }
+type workerProcess struct{ spawn.Worker }
 
 func (p workerProcess) Wait() error {
-	err := p.Process.Wait()
-	p.Process.Kill()
+	err := p.Worker.Wait()
+	p.Worker.Kill()
 	return err
 }
 
@@ -74,13 +77,12 @@ type appRoute struct {
 // SIGTERM-to-kill grace period.
 const appsGrace = app.DefaultGrace + 5*time.Second
 
-// RefuseApps refuses a configuration with [[app]] sections when this
-// process cannot start workers in-process: behind the privilege boundary
-// the spawner does not start workers yet. mode names how suserve runs.
-func RefuseApps(cfg *config.Config, mode string) error {
+// refuseApps refuses a configuration with [[app]] sections when the
+// server's launcher cannot start workers; launcher names it.
+func refuseApps(cfg *config.Config, launcher string) error {
 	var errs []error
 	for _, a := range cfg.Apps {
-		errs = append(errs, fmt.Errorf("%s: app %s (line %d): [[app]] sections are not served with %s yet: its launcher does not start persistent workers; remove the section", displayFile(cfg.File), a.Path, a.Line, mode))
+		errs = append(errs, fmt.Errorf("%s: app %s (line %d): [[app]] sections need a launcher that starts persistent workers, and %s does not; remove the section", displayFile(cfg.File), a.Path, a.Line, launcher))
 	}
 	return errors.Join(errs...)
 }
@@ -92,12 +94,15 @@ func (s *Server) apps() ([]*appRoute, error) {
 	}
 	ws := s.opts.Workers
 	if ws == nil {
-		if l, ok := s.opts.Spawner.(*spawn.Local); ok {
+		switch l := s.opts.Spawner.(type) {
+		case *spawn.Local:
+			ws = l
+		case *spawn.Client:
 			ws = l
 		}
 	}
 	if ws == nil {
-		return nil, RefuseApps(s.cfg, "this launcher (it starts no persistent workers)")
+		return nil, refuseApps(s.cfg, fmt.Sprintf("this server's (%T)", s.opts.Spawner))
 	}
 	// Only suserve connects to the workers' sockets; each pool makes its
 	// own 0700 directory below this one.

@@ -40,7 +40,8 @@ type Options struct {
 	// and the demo's front page (e.g. "all programs run as alice").
 	Notes []string
 	// Workers starts [[app]] workers; nil uses Spawner when it is a
-	// *spawn.Local, and a configuration with apps is refused otherwise.
+	// *spawn.Local or a *spawn.Client, and a configuration with apps is
+	// refused otherwise.
 	Workers WorkerStarter
 }
 
