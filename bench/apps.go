@@ -30,6 +30,7 @@ const appWorkers = 4
 var (
 	appFastCGIRow = fmt.Sprintf("app fastcgi hello via suserve (%d workers)", appWorkers)
 	appHTTPRow    = fmt.Sprintf("app http hello via suserve (%d workers)", appWorkers)
+	appPrivsepRow = fmt.Sprintf("app http hello via suserve with privilege separation (%d workers)", appWorkers)
 )
 
 const fcgiHelloSrc = `package main
@@ -90,7 +91,7 @@ func buildGo(dir, name, src string) (string, error) {
 
 // appRows measures the app rows at each connection count.
 func appRows(dir string, conns []int, d time.Duration) ([]row, error) {
-	if !rowFilter.MatchString(appFastCGIRow) && !rowFilter.MatchString(appHTTPRow) {
+	if !rowFilter.MatchString(appFastCGIRow) && !rowFilter.MatchString(appHTTPRow) && !rowFilter.MatchString(appPrivsepRow) {
 		return nil, nil
 	}
 	if os.Geteuid() != 0 {
@@ -178,10 +179,26 @@ workers = %d
 		return nil, err
 	}
 	defer stopRef()
+	// The same HTTP app served by suserve started as root: its front
+	// proxies, its spawner started the workers.
+	ps, err := startPrivsep(dir, filepath.Join(dir, "privsep"), "/h/hello", "none", fmt.Sprintf(`
+[[app]]
+path = "/h/"
+protocol = "http"
+command = [%q]
+run_as = "account"
+account = "bench"
+workers = %d
+`, httpBin, appWorkers))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", appPrivsepRow, err)
+	}
+	defer ps.stop()
 	var targets []struct{ name, url string }
 	for _, t := range []struct{ name, url string }{
 		{appFastCGIRow, su.url + "/f/hello"},
 		{appHTTPRow, su.url + "/h/hello"},
+		{appPrivsepRow, ps.url},
 	} {
 		if rowFilter.MatchString(t.name) {
 			targets = append(targets, t)

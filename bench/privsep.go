@@ -135,7 +135,7 @@ func privsepRows(dir, prog string) ([]target, error) {
 		return nil, err
 	}
 	for _, cells := range privsepCells() {
-		ps, err := startPrivsep(dir, pdir, url, cells)
+		ps, err := startPrivsep(dir, pdir, url, cells, "")
 		if err != nil {
 			stopAll()
 			return nil, err
@@ -179,8 +179,9 @@ func serveConfig(name string, cfg *config.Config, dir, url string) (target, erro
 }
 
 // startPrivsep builds suserve and starts it as a child, which splits into
-// spawner and front.
-func startPrivsep(dir, pdir, url, cells string) (target, error) {
+// spawner and front. extra is appended to its configuration; it is ready
+// when url answers 200.
+func startPrivsep(dir, pdir, url, cells, extra string) (target, error) {
 	bin := filepath.Join(dir, "suserve")
 	if _, err := os.Stat(bin); err != nil {
 		if out, err := exec.Command("go", "build", "-o", bin, "github.com/suserve/suserve/cmd/suserve").CombinedOutput(); err != nil {
@@ -193,11 +194,19 @@ func startPrivsep(dir, pdir, url, cells string) (target, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	file := filepath.Join(dir, "privsep-"+cells+".toml")
-	if err := os.WriteFile(file, []byte(privsepConfig(addr, pdir, "suserve-bench-privsep-"+cells, cells)), 0o644); err != nil {
+	file, err := os.CreateTemp(dir, "privsep-"+cells+"-*.toml")
+	if err != nil {
 		return target{}, err
 	}
-	cmd := exec.Command(bin, "serve", "-config", file)
+	file.Close()
+	// The front reads the file as its own user.
+	if err := os.Chmod(file.Name(), 0o644); err != nil {
+		return target{}, err
+	}
+	if err := os.WriteFile(file.Name(), []byte(privsepConfig(addr, pdir, "suserve-bench-privsep-"+cells, cells)+extra), 0o644); err != nil {
+		return target{}, err
+	}
+	cmd := exec.Command(bin, "serve", "-config", file.Name())
 	// Its log goes to /dev/null itself: a pipe to the bench would add a
 	// copy per access-log line that the in-process row does not pay.
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
@@ -234,8 +243,11 @@ func startPrivsep(dir, pdir, url, cells string) (target, error) {
 	}
 	full := "http://" + addr + url
 	deadline := time.Now().Add(10 * time.Second)
+	// A front that cannot start leaves connections waiting in the
+	// spawner's backlog: each try has its own time limit.
+	probe := &http.Client{Timeout: 2 * time.Second}
 	for {
-		resp, err := http.Get(full)
+		resp, err := probe.Get(full)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
