@@ -136,6 +136,11 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
+		if isFront() && errors.Is(err, os.ErrPermission) {
+			// The spawner read the file as root; the front reads it again
+			// as [server] user.
+			err = fmt.Errorf("the front runs as uid %d and cannot read the configuration: %w; let that user read the file and the directories above it", os.Getuid(), err)
+		}
 		fmt.Fprintf(stderr, "suserve: %v\n", err)
 		return 1
 	}

@@ -532,6 +532,46 @@ func TestSIGTERMDrainsTheFrontThenStops(t *testing.T) {
 	}
 }
 
+// TestAFrontThatCannotStartStopsSuserve: a configuration file the front's
+// user cannot read fails every front the same way. suserve says so and
+// exits instead of restarting fronts while clients wait.
+func TestAFrontThatCannotStartStopsSuserve(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "suserve.toml")
+	conf := fmt.Sprintf("[server]\nlisten = \"127.0.0.1:0\"\nuser = \"%d\"\n", frontUID)
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "serve", "-config", file)
+	var out testutil.LogBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("suserve exited 0\n%s", out.String())
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("suserve still runs 10 s after its front failed\n%s", out.String())
+	}
+	log := out.String()
+	for _, want := range []string{"the front runs as uid 61050 and cannot read the configuration", "permission denied", "the front did not start", "before it connected to the spawner"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the output does not say %q:\n%s", want, log)
+		}
+	}
+	if n := strings.Count(log, "front started"); n != 1 {
+		t.Errorf("%d fronts started, want 1:\n%s", n, log)
+	}
+}
+
 func TestFrontUserMustNotBeRoot(t *testing.T) {
 	for _, tc := range []struct{ name, want string }{
 		{"root", "never runs as root"},

@@ -48,15 +48,27 @@ type Supervisor struct {
 type FrontExit struct {
 	Pid   int
 	State *os.ProcessState
+	// Connected is whether the front came up: it connected to the spawner
+	// before it ended.
+	Connected bool
 }
 
 func (e *FrontExit) Error() string {
+	if !e.Connected {
+		return fmt.Sprintf("the front (pid %d) ended before it connected to the spawner: %v", e.Pid, e.State)
+	}
 	return fmt.Sprintf("the front (pid %d) ended: %v", e.Pid, e.State)
 }
 
 // Run starts fronts until ctx ends. Then it sends the running front
 // SIGTERM so that it drains its requests, waits for it (SIGKILL after
 // Drain), lets the spawner kill what is left, and returns.
+//
+// When the first front ends before it has connected, Run returns its
+// *FrontExit at once: a front that cannot start (a configuration file its
+// user cannot read, say) would fail the same way every time, and clients
+// would wait in the listen queue for nothing. Later fronts are restarted
+// whatever their end.
 func (s *Supervisor) Run(ctx context.Context) error {
 	if s.Cred == nil || s.Cred.Uid == 0 {
 		return errors.New("the front must not run as root: no credential or uid 0")
@@ -76,11 +88,20 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		maxB = 5 * time.Second
 	}
 	backoff := minB
+	up := false
 	for {
 		began := time.Now()
 		err := s.once(ctx, log)
 		if ctx.Err() != nil {
 			return nil
+		}
+		var fe *FrontExit
+		if errors.As(err, &fe) {
+			up = up || fe.Connected
+			if !up {
+				log.Error("the front did not start: stopping", "err", err.Error())
+				return err
+			}
 		}
 		// A front that served for a while is restarted at once; one that
 		// keeps dying is restarted ever more slowly.
@@ -216,7 +237,7 @@ func (s *Supervisor) once(ctx context.Context, log *slog.Logger) error {
 		log.Info("front stopped", "pid", pid, "state", state.String())
 		return nil
 	}
-	return &FrontExit{Pid: pid, State: state}
+	return &FrontExit{Pid: pid, State: state, Connected: conn != nil}
 }
 
 // acceptHello reads the front's hello on the bootstrap connection and
