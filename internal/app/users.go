@@ -82,6 +82,32 @@ func (u *UserPools) Identities() []string {
 	return ids
 }
 
+// UserStats is one user's pool as Stats reports it.
+type UserStats struct {
+	Identity string
+	Stats    Stats
+}
+
+// Stats reports every user's pool that exists now, sorted by user. It
+// makes no pool.
+func (u *UserPools) Stats() []UserStats {
+	u.mu.Lock()
+	pools := make([]UserStats, 0, len(u.pools))
+	byID := make(map[string]*Pool, len(u.pools))
+	for id, p := range u.pools {
+		pools = append(pools, UserStats{Identity: id})
+		byID[id] = p
+	}
+	u.mu.Unlock()
+	// Each pool's lock is taken outside u.mu, so that reading the stats
+	// holds up no user's next request.
+	sort.Slice(pools, func(i, j int) bool { return pools[i].Identity < pools[j].Identity })
+	for i := range pools {
+		pools[i].Stats = byID[pools[i].Identity].Stats()
+	}
+	return pools
+}
+
 // Close stops every user's workers gracefully and waits for them, or for
 // ctx.
 func (u *UserPools) Close(ctx context.Context) error {

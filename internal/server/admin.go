@@ -33,7 +33,7 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 <pre>{{.Summary}}</pre>
 {{if .Apps}}<h2>Apps</h2>
 <table><tr><th>path</th><th>protocol</th><th>identity</th><th>workers (pids)</th><th>ready</th><th>in flight</th><th>waiting</th><th>started</th><th>last failure</th></tr>
-{{range .Apps}}<tr><td>{{.Path}}</td><td>{{.Protocol}}</td><td>{{.Identity}}</td>{{with .Stats}}<td>{{.Pids}}</td><td>{{.Ready}}</td><td>{{.InFlight}}</td><td>{{.Waiting}}</td><td>{{.Started}}</td><td>{{if .LastFailure}}{{.LastFailure.Cause}}{{if .BackoffLeft}} (restarts held back {{.BackoffLeft}}){{end}}{{end}}</td>{{else}}<td colspan="6">a pool of its own</td>{{end}}</tr>
+{{range .Apps}}<tr><td>{{.Path}}</td><td>{{.Protocol}}</td><td>{{.Identity}}</td>{{with .Stats}}<td>{{.Pids}}</td><td>{{.Ready}}</td><td>{{.InFlight}}</td><td>{{.Waiting}}</td><td>{{.Started}}</td><td>{{if .LastFailure}}{{.LastFailure.Cause}}{{if .BackoffLeft}} (restarts held back {{.BackoffLeft}}){{end}}{{end}}</td>{{end}}</tr>
 {{end}}</table>{{end}}
 <h2>Recent failures ({{.Total}} since start)</h2>
 {{if .Failures}}<table><tr><th>when</th><th>request</th><th>status</th><th>path</th><th>identity</th><th>cause</th></tr>

@@ -230,11 +230,11 @@ func (s *Server) Close(ctx context.Context) error {
 // appStatus is one pool on the status page.
 type appStatus struct {
 	Path, Protocol, Identity string
-	Stats                    *app.Stats // nil for a per-user pool: only its user is listed
+	Stats                    *app.Stats
 }
 
-// appStatuses lists every app's pools, for the status page. Per-user pools
-// are listed by user only: asking a UserPools for a pool makes one.
+// appStatuses lists every app's pools, for the status page: the account's
+// pool, or the pool of each user who has one now.
 func (s *Server) appStatuses() []appStatus {
 	var out []appStatus
 	for _, a := range s.appRoutes {
@@ -243,8 +243,8 @@ func (s *Server) appStatuses() []appStatus {
 			out = append(out, appStatus{Path: a.cfg.Path, Protocol: a.cfg.Protocol, Identity: a.account.Identity, Stats: &st})
 			continue
 		}
-		for _, id := range a.users.Identities() {
-			out = append(out, appStatus{Path: a.cfg.Path, Protocol: a.cfg.Protocol, Identity: id})
+		for _, us := range a.users.Stats() {
+			out = append(out, appStatus{Path: a.cfg.Path, Protocol: a.cfg.Protocol, Identity: us.Identity, Stats: &us.Stats})
 		}
 	}
 	return out

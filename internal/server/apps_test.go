@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,6 +238,16 @@ workers = 1
 	ca, cb := procCell(t, alice), procCell(t, bob)
 	if !strings.Contains(ca, "alice") || !strings.Contains(cb, "bob") || ca == cb {
 		t.Errorf("cells: alice's worker in %q, bob's in %q", ca, cb)
+	}
+	// The status page has a row per user's pool, with its worker.
+	admin := httptest.NewServer(as.srv.adminHandler())
+	defer admin.Close()
+	_, page := get(t, admin.URL+"/", nil)
+	for user, pid := range map[string]int{"alice": alice, "bob": bob} {
+		row := fmt.Sprintf("<tr><td>/app/</td><td>fastcgi</td><td>%s</td><td>[%d]</td>", user, pid)
+		if !strings.Contains(page, row) {
+			t.Errorf("the status page has no row %q:\n%s", row, page)
+		}
 	}
 
 	// Without credentials, or with wrong ones, nobody's worker is reached.
