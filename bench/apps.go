@@ -133,15 +133,7 @@ command = [%q]
 run_as = "account"
 account = "bench"
 workers = %d
-
-[[app]]
-path = "/h/"
-protocol = "http"
-command = [%q]
-run_as = "account"
-account = "bench"
-workers = %d
-`, benchUID, benchUID, fcgiBin, appWorkers, httpBin, appWorkers)), "(bench apps)")
+`, benchUID, benchUID, fcgiBin, appWorkers)+httpApp(httpBin)), "(bench apps)")
 	if err != nil {
 		return nil, err
 	}
@@ -181,15 +173,7 @@ workers = %d
 	defer stopRef()
 	// The same HTTP app served by suserve started as root: its front
 	// proxies, its spawner started the workers.
-	ps, err := startPrivsep(dir, filepath.Join(dir, "privsep"), "/h/hello", "none", fmt.Sprintf(`
-[[app]]
-path = "/h/"
-protocol = "http"
-command = [%q]
-run_as = "account"
-account = "bench"
-workers = %d
-`, httpBin, appWorkers))
+	ps, err := startPrivsep(dir, filepath.Join(dir, "privsep"), "/h/hello", "none", httpApp(httpBin))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", appPrivsepRow, err)
 	}
@@ -241,6 +225,19 @@ workers = %d
 		}
 	}
 	return rows, nil
+}
+
+// httpApp is the configuration of the HTTP hello app at /h/, run by bin.
+func httpApp(bin string) string {
+	return fmt.Sprintf(`
+[[app]]
+path = "/h/"
+protocol = "http"
+command = [%q]
+run_as = "account"
+account = "bench"
+workers = %d
+`, bin, appWorkers)
 }
 
 // proxyReference starts bin (the HTTP hello worker) with a listening unix
