@@ -307,10 +307,17 @@ workers = 3
 		}()
 	}
 	wg.Wait()
-	pids := as.srv.appRoutes[0].account.Stats().Pids
-	if len(pids) == 0 {
-		t.Fatalf("no workers running\nlog:\n%s", as.log)
+	// Requests go to the first idle worker, so the six may have needed
+	// fewer than three: wait until every worker answers (its script has
+	// written its child's pid by then). Readiness is a state the pool
+	// reports only in its stats.
+	pool := as.srv.appRoutes[0].account
+	for deadline := time.Now().Add(10 * time.Second); pool.Stats().Ready < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("workers not ready after 10 s: %+v\nlog:\n%s", pool.Stats(), as.log)
+		}
 	}
+	pids := pool.Stats().Pids
 	var children []int
 	for _, pid := range pids {
 		if u := procUID(t, pid); u != 61003 {
