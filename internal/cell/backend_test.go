@@ -417,10 +417,18 @@ func TestGroupStateIsReadAfresh(t *testing.T) {
 				// The killed processes stay charged to the cell's pids
 				// count until their reaper has run: each round makes the
 				// cell anew, under the same name.
+				req := rel + "/r1"
+				// Looked at before it exists, the group has nothing to
+				// show, and must not be remembered as missing.
+				if _, err := b.Procs(req); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("round %d: a group not yet made lists processes: %v", round, err)
+				}
+				if ev, _ := b.Events(req); ev != (Events{}) {
+					t.Fatalf("round %d: a group not yet made has events %+v", round, ev)
+				}
 				if err := b.Create(rel, &Limits{Pids: 4}); err != nil {
 					t.Fatal(err)
 				}
-				req := rel + "/r1"
 				if err := b.Create(req, nil); err != nil {
 					t.Fatal(err)
 				}

@@ -76,6 +76,9 @@ func (v *v1Backend) lock(rel string) *sync.Mutex {
 
 func (v *v1Backend) Create(rel string, lim *Limits) error {
 	for _, h := range v.hier {
+		// A file looked for before the group existed is known missing:
+		// forget that.
+		v.files.forget(join(h.base, rel))
 		if err := mkdir(join(h.base, rel)); err != nil {
 			return err
 		}

@@ -75,6 +75,9 @@ func (v *v2Backend) Create(rel string, lim *Limits) error {
 			break
 		}
 	}
+	// A file looked for before the group existed is known missing: forget
+	// that.
+	v.files.forget(dir)
 	if err := mkdir(dir); err != nil {
 		return err
 	}
