@@ -57,6 +57,9 @@ func (h *Handler) reverseProxy() *httputil.ReverseProxy {
 				}
 			},
 			Transport: workerTransport{},
+			// Without a pool the proxy allocates a 32 KiB buffer for
+			// every response.
+			BufferPool: proxyBuffers{},
 			// Responses of unknown length and event streams are flushed
 			// at each write by the proxy itself; others within flushDelay.
 			FlushInterval: flushDelay,
@@ -65,6 +68,20 @@ func (h *Handler) reverseProxy() *httputil.ReverseProxy {
 		}
 	})
 	return h.proxy
+}
+
+// proxyBuffers lends the reverse proxy the copy buffers the FastCGI path
+// uses.
+type proxyBuffers struct{}
+
+func (proxyBuffers) Get() []byte { return *copyBufs.Get().(*[]byte) }
+
+func (proxyBuffers) Put(b []byte) {
+	if cap(b) < 32<<10 {
+		return
+	}
+	b = b[:32<<10]
+	copyBufs.Put(&b)
 }
 
 // serveHTTP proxies one request (WebSocket upgrades included: the reverse
