@@ -82,7 +82,7 @@ const appsGrace = app.DefaultGrace + 5*time.Second
 func refuseApps(cfg *config.Config, launcher string) error {
 	var errs []error
 	for _, a := range cfg.Apps {
-		errs = append(errs, fmt.Errorf("%s: app %s (line %d): [[app]] sections need a launcher that starts persistent workers, and %s does not; remove the section", displayFile(cfg.File), a.Path, a.Line, launcher))
+		errs = append(errs, fmt.Errorf("%s: app %s (line %d): [[app]] sections need a launcher that starts persistent workers, and %s starts none; remove the section", displayFile(cfg.File), a.Path, a.Line, launcher))
 	}
 	return errors.Join(errs...)
 }
@@ -102,7 +102,7 @@ func (s *Server) apps() ([]*appRoute, error) {
 		}
 	}
 	if ws == nil {
-		return nil, refuseApps(s.cfg, fmt.Sprintf("this server's (%T)", s.opts.Spawner))
+		return nil, refuseApps(s.cfg, fmt.Sprintf("this server's launcher (%T)", s.opts.Spawner))
 	}
 	// Only suserve connects to the workers' sockets; each pool makes its
 	// own 0700 directory below this one.
