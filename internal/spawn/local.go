@@ -230,10 +230,16 @@ func (l *Local) stdio(s *Spec) ([]uintptr, error) {
 // or loads (LD_PRELOAD, BASH_ENV, PERL5OPT, ...), which a request, or a
 // front that has been compromised, must never choose.
 func (l *Local) environ(env []string, id identity.Identity) []string {
+	return l.identityEnv(env, id, l.safeEnv)
+}
+
+// identityEnv is the entries of env whose names keep allows, then the
+// identity's HOME, USER and LOGNAME and the fixed PATH.
+func (l *Local) identityEnv(env []string, id identity.Identity, keep func(name string) bool) []string {
 	out := make([]string, 0, len(env)+4)
 	for _, kv := range env {
 		name, _, ok := strings.Cut(kv, "=")
-		if ok && l.safeEnv(name) {
+		if ok && keep(name) {
 			out = append(out, kv)
 		}
 	}

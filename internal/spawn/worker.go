@@ -145,27 +145,13 @@ func (p *Process) Signal(sig syscall.Signal) error {
 // and the pool added (socket variables), which no request chooses, with
 // the identity's HOME, USER and LOGNAME and the fixed PATH.
 func (l *Local) workerEnviron(env []string, id identity.Identity) []string {
-	out := make([]string, 0, len(env)+4)
-	for _, kv := range env {
-		name, _, ok := strings.Cut(kv, "=")
-		if !ok {
-			continue
-		}
+	return l.identityEnv(env, id, func(name string) bool {
 		switch name {
 		case "HOME", "USER", "LOGNAME", "PATH":
-			continue
+			return false
 		}
-		out = append(out, kv)
-	}
-	path := l.Path
-	if path == "" {
-		path = DefaultPath
-	}
-	home := id.Home
-	if home == "" {
-		home = "/"
-	}
-	return append(out, "HOME="+home, "USER="+id.Name, "LOGNAME="+id.Name, "PATH="+path)
+		return true
+	})
 }
 
 // openCommand opens an operator-configured program and applies the checks
