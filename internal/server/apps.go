@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/suserve/suserve/internal/app"
-	"github.com/suserve/suserve/internal/auth"
-	"github.com/suserve/suserve/internal/cgi"
 	"github.com/suserve/suserve/internal/config"
 	"github.com/suserve/suserve/internal/spawn"
 )
@@ -183,18 +181,9 @@ func (rt *router) appFor(urlPath string) *appRoute {
 // and passes it to the app's handler.
 func (a *appRoute) serve(s *Server, w http.ResponseWriter, r *http.Request) {
 	if a.users != nil {
-		rec := cgi.RecordFrom(r.Context())
-		res := s.auth.authenticate(r, false)
-		if !res.Admitted {
-			if res.Status == http.StatusTooManyRequests {
-				rec.Cause = "login rate limit"
-			} else {
-				rec.Cause = "not authenticated"
-			}
-			auth.WriteRefusal(w, res)
+		if _, ok := s.login(w, r, false); !ok {
 			return
 		}
-		rec.User, rec.AuthType = res.User.Name, res.User.AuthType
 	}
 	a.handler.ServeHTTP(w, r)
 }

@@ -134,6 +134,28 @@ func displayFile(f string) string {
 	return f
 }
 
+// login authenticates r and puts who logged in into its record. When it
+// returns false it has answered with the refusal (401, or 429 for the
+// login rate limit) and recorded the cause. With anonymous, a request
+// without credentials is admitted with the name "".
+func (s *Server) login(w http.ResponseWriter, r *http.Request, anonymous bool) (name string, ok bool) {
+	rec := cgi.RecordFrom(r.Context())
+	res := s.auth.authenticate(r, anonymous)
+	if !res.Admitted {
+		if res.Status == http.StatusTooManyRequests {
+			rec.Cause = "login rate limit"
+		} else {
+			rec.Cause = "not authenticated"
+		}
+		auth.WriteRefusal(w, res)
+		return "", false
+	}
+	if res.User.Name != "" {
+		rec.User, rec.AuthType = res.User.Name, res.User.AuthType
+	}
+	return res.User.Name, true
+}
+
 // who decides which identity runs the request's program on rt, and the
 // route's directory for it. When it returns false it has answered.
 func (s *Server) who(w http.ResponseWriter, r *http.Request, rt *route, user string) (id, dir string, ok bool) {
@@ -144,21 +166,14 @@ func (s *Server) who(w http.ResponseWriter, r *http.Request, rt *route, user str
 	case config.RunAsAccount:
 		return rt.cfg.Account, rt.cgi.Root, true
 	case config.RunAsAuthenticated:
-		res := s.auth.authenticate(r, rt.cfg.Anonymous != "")
-		if !res.Admitted {
-			if res.Status == http.StatusTooManyRequests {
-				rec.Cause = "login rate limit"
-			} else {
-				rec.Cause = "not authenticated"
-			}
-			auth.WriteRefusal(w, res)
+		name, ok := s.login(w, r, rt.cfg.Anonymous != "")
+		if !ok {
 			return "", "", false
 		}
-		if res.User.Name == "" {
+		if name == "" {
 			return rt.cfg.Anonymous, rt.cgi.Root, true
 		}
-		rec.User, rec.AuthType = res.User.Name, res.User.AuthType
-		return res.User.Name, rt.cgi.Root, true
+		return name, rt.cgi.Root, true
 	case config.RunAsOwner:
 		r.Header.Del("Authorization")
 		r.Header.Del("Proxy-Authorization")
