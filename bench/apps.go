@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/suserve/suserve/internal/config"
-	"github.com/suserve/suserve/internal/server"
 )
 
 // The app rows: a persistent hello worker behind suserve, over FastCGI and
@@ -114,15 +113,7 @@ func appRows(dir string, conns []int, d time.Duration) ([]row, error) {
 	if err := os.Mkdir(state, 0o700); err != nil {
 		return nil, err
 	}
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-[identities]
-source = "static"
-
-[[identities.static]]
-name = "bench"
-uid = %d
-gid = %d
-
+	cfg, err := config.Parse([]byte(benchIdentities+fmt.Sprintf(`
 [cells]
 backend = "none"
 
@@ -133,26 +124,11 @@ command = [%q]
 run_as = "account"
 account = "bench"
 workers = %d
-`, benchUID, benchUID, fcgiBin, appWorkers)+httpApp(httpBin)), "(bench apps)")
+`, fcgiBin, appWorkers)+httpApp(httpBin)), "(bench apps)")
 	if err != nil {
 		return nil, err
 	}
-	log := quietLogger()
-	launch, err := server.NewLocal(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	defer launch.Close()
-	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, StateDir: state})
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		srv.Close(ctx)
-	}()
-	su, err := serve("suserve", srv.Handler(), "")
+	su, err := serveConfig("suserve", cfg, state, "")
 	if err != nil {
 		return nil, err
 	}

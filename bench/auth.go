@@ -49,6 +49,7 @@ account = "bench"`, `run_as = "authenticated"`, 1)
 	if err != nil {
 		return target{}, err
 	}
+	t.base = bySetuidLimit
 	t.header = http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))}}
 	return t, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -67,12 +68,9 @@ func privsepCells() []string {
 	return []string{"none", "auto"}
 }
 
-// privsepConfig serves dir's programs as benchUID through an account route.
-func privsepConfig(addr, dir, cellsRoot, cells string) string {
-	return fmt.Sprintf(`[server]
-listen = %q
-user = "%d"
-
+// benchIdentities is the configuration's identity section: one static
+// account, bench, as benchUID.
+var benchIdentities = fmt.Sprintf(`
 [identities]
 source = "static"
 
@@ -81,7 +79,15 @@ name = "bench"
 uid = %d
 gid = %d
 home = "/nonexistent"
+`, benchUID, benchUID)
 
+// privsepConfig serves dir's programs as benchUID through an account route.
+func privsepConfig(addr, dir, cellsRoot, cells string) string {
+	return fmt.Sprintf(`[server]
+listen = %q
+user = "%d"
+
+%s
 [cells]
 root = %q
 backend = %q
@@ -91,7 +97,7 @@ path = "/cgi-bin/"
 dir = %q
 run_as = "account"
 account = "bench"
-`, addr, benchFrontUID, benchUID, benchUID, cellsRoot, cells, dir)
+`, addr, benchFrontUID, benchIdentities, cellsRoot, cells, dir)
 }
 
 // privsepRows are the rows suserve's root mode adds: in-process as
@@ -151,11 +157,13 @@ func inProcess(dir, pdir, url, cells string) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
-	return serveConfig("suserve in-process, uid 61001, cells "+cells, cfg, dir, url)
+	t, err := serveConfig("suserve in-process, uid 61001, cells "+cells, cfg, dir, url)
+	t.base = bySetuidLimit
+	return t, err
 }
 
-// serveConfig serves cfg in the bench's own process, compared with the
-// setuid limit.
+// serveConfig serves cfg in the bench's own process, with dir as its state
+// directory. Its stop stops the server's apps too.
 func serveConfig(name string, cfg *config.Config, dir, url string) (target, error) {
 	log := quietLogger()
 	launch, err := server.NewLocal(cfg, log)
@@ -173,8 +181,13 @@ func serveConfig(name string, cfg *config.Config, dir, url string) (target, erro
 		return target{}, err
 	}
 	stop := t.stop
-	t.stop = func() { stop(); launch.Close() }
-	t.base = bySetuidLimit
+	t.stop = func() {
+		stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		srv.Close(ctx)
+		launch.Close()
+	}
 	return t, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 
 	"github.com/suserve/suserve/internal/config"
-	"github.com/suserve/suserve/internal/server"
 )
 
 // suserveRows serves prog through suserve's whole stack (routing, request
@@ -23,16 +22,7 @@ dir = %q
 	if err != nil {
 		return nil, err
 	}
-	log := quietLogger()
-	launch, err := server.NewLocal(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: dir})
-	if err != nil {
-		return nil, err
-	}
-	t, err := serve("suserve", srv.Handler(), "/cgi-bin/"+filepath.Base(prog))
+	t, err := serveConfig("suserve", cfg, dir, "/cgi-bin/"+filepath.Base(prog))
 	if err != nil {
 		return nil, err
 	}
