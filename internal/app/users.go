@@ -70,18 +70,6 @@ func (u *UserPools) retire(identity string, p *Pool) {
 	_ = p.Close(context.Background())
 }
 
-// Identities lists the users that have a pool now, sorted.
-func (u *UserPools) Identities() []string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	ids := make([]string, 0, len(u.pools))
-	for id := range u.pools {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
-}
-
 // UserStats is one user's pool as Stats reports it.
 type UserStats struct {
 	Identity string

@@ -64,8 +64,8 @@ func TestPerUserPoolsRunEachUserInTheirOwnWorkers(t *testing.T) {
 			t.Fatalf("pool of %s runs as %q", id, p.Identity)
 		}
 	}
-	if got := u.Identities(); len(got) != 2 || got[0] != "alice" || got[1] != "bob" {
-		t.Fatalf("identities %v", got)
+	if got := u.Stats(); len(got) != 2 || got[0].Identity != "alice" || got[1].Identity != "bob" {
+		t.Fatalf("pools %+v", got)
 	}
 }
 
@@ -75,7 +75,7 @@ func TestIdlePerUserPoolsRetire(t *testing.T) {
 	// Idle pools retire: their workers exit and the users leave the map.
 	waitExit(t, alice)
 	waitExit(t, bob)
-	waitFor(t, func() bool { return len(u.Identities()) == 0 })
+	waitFor(t, func() bool { return len(u.Stats()) == 0 })
 	// A retired user's next request gets a new pool and a new worker.
 	if again := pidOf(t, srv, "alice"); again == alice {
 		t.Fatalf("alice's retired worker %d answered", alice)
