@@ -327,25 +327,18 @@ var (
 	copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 )
 
-// flushDelay is how long response bytes may wait in the server's buffer
-// before they are flushed to the client. Flushing each write would cost a
-// system call and a chunk per write, and deny net/http the chance to send a
-// short response with a Content-Length in one write; never flushing would
-// hold back a streamed response (server-sent events, progress output).
-const flushDelay = 10 * time.Millisecond
-
 // copyFlushing streams the response body, flushing what was written at most
-// flushDelay after it was written.
+// cgi.FlushDelay after it was written.
 func copyFlushing(w http.ResponseWriter, r io.Reader) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
-	lw := &latencyWriter{w: w, rc: http.NewResponseController(w)}
-	defer lw.stop()
+	lw := cgi.NewLatencyWriter(w)
+	defer lw.Stop()
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			if werr := lw.write(buf[:n]); werr != nil {
+			if _, werr := lw.Write(buf[:n]); werr != nil {
 				return werr
 			}
 		}
@@ -355,59 +348,6 @@ func copyFlushing(w http.ResponseWriter, r io.Reader) error {
 		if err != nil {
 			return err
 		}
-	}
-}
-
-// latencyWriter writes to w and flushes flushDelay after a write, from a
-// timer, unless the copy has ended first (net/http flushes then).
-type latencyWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
-
-	mu    sync.Mutex // the timer's flush and the copy's writes
-	timer *time.Timer
-	armed bool
-	done  bool
-	err   error // a failed flush: the client is gone
-}
-
-func (lw *latencyWriter) write(p []byte) error {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	if lw.err != nil {
-		return lw.err
-	}
-	if _, err := lw.w.Write(p); err != nil {
-		return err
-	}
-	if !lw.armed {
-		lw.armed = true
-		if lw.timer == nil {
-			lw.timer = time.AfterFunc(flushDelay, lw.flush)
-		} else {
-			lw.timer.Reset(flushDelay)
-		}
-	}
-	return nil
-}
-
-func (lw *latencyWriter) flush() {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	if lw.done || !lw.armed {
-		return
-	}
-	lw.armed = false
-	lw.err = lw.rc.Flush()
-}
-
-// stop ends the flushing; after it returns the timer never touches w.
-func (lw *latencyWriter) stop() {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	lw.done = true
-	if lw.timer != nil {
-		lw.timer.Stop()
 	}
 }
 

@@ -61,8 +61,8 @@ func (h *Handler) reverseProxy() *httputil.ReverseProxy {
 			// every response.
 			BufferPool: proxyBuffers{},
 			// Responses of unknown length and event streams are flushed
-			// at each write by the proxy itself; others within flushDelay.
-			FlushInterval: flushDelay,
+			// at each write by the proxy itself; others within cgi.FlushDelay.
+			FlushInterval: cgi.FlushDelay,
 			ErrorHandler:  h.proxyError,
 			ErrorLog:      log.New(slogWriter{h.logger()}, "", 0),
 		}

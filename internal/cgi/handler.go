@@ -407,22 +407,15 @@ func (x *exchange) drain() error {
 // chunk, or a short one), never with a clean end.
 func (x *exchange) copyBody(w http.ResponseWriter, resp *response) {
 	h, r, rec := x.h, x.r, x.rec
-	rc := http.NewResponseController(w)
 	noBody := r.Method == http.MethodHead || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified
-	flush := !noBody
+	// What the program wrote reaches the client within FlushDelay; a
+	// response that ends sooner goes out whole, with a Content-Length.
+	lw := NewLatencyWriter(w)
+	defer lw.Stop()
 	var written int64
 	var rerr error
 	for {
 		if x.br.Buffered() == 0 {
-			if flush {
-				// Before waiting for more output, what the program wrote
-				// goes to the client.
-				if err := rc.Flush(); errors.Is(err, http.ErrNotSupported) {
-					flush = false
-				} else if err != nil {
-					x.clientWriteFailed(err, written)
-				}
-			}
 			if h.IdleTimeout > 0 {
 				_ = x.out.SetReadDeadline(time.Now().Add(h.IdleTimeout))
 			}
@@ -432,7 +425,7 @@ func (x *exchange) copyBody(w http.ResponseWriter, resp *response) {
 		}
 		b, _ := x.br.Peek(x.br.Buffered())
 		if !noBody {
-			n, err := w.Write(b)
+			n, err := lw.Write(b)
 			written += int64(n)
 			if err != nil {
 				x.clientWriteFailed(err, written)
@@ -444,6 +437,7 @@ func (x *exchange) copyBody(w http.ResponseWriter, resp *response) {
 	what := fmt.Sprintf("after %d bytes of body", written)
 	if rerr != io.EOF {
 		h.logFailure(r.Context(), rec, x.readFailure(rerr, IdleTimeout, h.IdleTimeout, what))
+		lw.Flush()
 		panic(http.ErrAbortHandler)
 	}
 	werr := x.waitGrace(exitGrace)
@@ -470,6 +464,7 @@ func (x *exchange) copyBody(w http.ResponseWriter, resp *response) {
 		return
 	}
 	h.logFailure(r.Context(), rec, x.failure(f))
+	lw.Flush()
 	panic(http.ErrAbortHandler)
 }
 

@@ -501,6 +501,23 @@ func TestRedirectLoopStopsAfterTenRedirects(t *testing.T) {
 	}
 }
 
+// TestShortResponseGoesOutWholeWithItsLength: a program that writes its
+// whole answer at once and exits gets no chunked encoding: the response
+// ends before the first flush is due, and net/http sends it with a
+// Content-Length.
+func TestShortResponseGoesOutWholeWithItsLength(t *testing.T) {
+	s := newTestServer(t, false)
+	resp := s.get(t, "/cgi-bin/hello", "short")
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("status %d, %v", resp.StatusCode, err)
+	}
+	if resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("Content-Length %d, Transfer-Encoding %v, for a body of %d bytes", resp.ContentLength, resp.TransferEncoding, len(body))
+	}
+}
+
 func TestStreamedOutputArrivesBeforeTheProgramEnds(t *testing.T) {
 	s := newTestServer(t, false)
 	fifo := mkfifo(t)
