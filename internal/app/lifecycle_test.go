@@ -306,6 +306,9 @@ func TestLightLoadStaysOnTheFirstWorkerAndSpreadsWhenItIsBusy(t *testing.T) {
 		waitFor(t, func() bool { return p.Stats().Ready == 3 })
 		first := getPid(t, srv.URL+"/app/pid")
 		for range 10 {
+			// The handler gives its worker back after the client has the
+			// response: the next request is sequential once it has.
+			waitFor(t, func() bool { return p.Stats().InFlight == 0 })
 			if pid := getPid(t, srv.URL+"/app/pid"); pid != first {
 				t.Fatalf("sequential requests went to workers %d and %d", first, pid)
 			}
