@@ -203,12 +203,13 @@ func (fc *frontConn) refuse(id uint64, err error) {
 
 // spawn carries out one request. The request's descriptors are the
 // program's stdin, stdout and stderr; they are closed once the program has
-// them.
+// them, so that the front sees the program close its output when it does,
+// not when the spawner has reported its exit.
 func (fc *frontConn) spawn(m *Message) {
-	defer m.Close()
 	r := m.Spawn
 	spec, err := fc.spec(r, m.FDs)
 	if err != nil {
+		m.Close()
 		fc.log.Warn("spawner refused a request", "route", r.Route, "identity", r.Identity, "program", r.Path, "cause", err.Error())
 		fc.refuse(r.ID, err)
 		return
@@ -216,6 +217,7 @@ func (fc *frontConn) spawn(m *Message) {
 	// The program's lifetime is the front's, not the request's: the front
 	// kills it with a kill message, and its death kills everything.
 	p, err := fc.s.Local.Start(fc.ctx, spec)
+	m.Close()
 	if err != nil {
 		fc.log.Info("spawner did not start a program", "route", r.Route, "identity", r.Identity, "program", r.Path, "cause", err.Error())
 		fc.refuse(r.ID, err)
@@ -304,15 +306,16 @@ func hasDotDot(p string) bool {
 // worker carries out a worker request: the app's worker from the
 // spawner's configuration, with the front's socket and log pipe.
 func (fc *frontConn) worker(m *Message) {
-	defer m.Close()
 	r := m.Worker
 	spec, err := fc.workerSpec(r, m.FDs)
 	if err != nil {
+		m.Close()
 		fc.log.Warn("spawner refused a worker", "app", r.App, "identity", r.Identity, "cause", err.Error())
 		fc.refuse(r.ID, err)
 		return
 	}
 	p, err := fc.s.Local.StartWorker(fc.ctx, spec)
+	m.Close() // as spawn's: the worker has its own
 	if err != nil {
 		fc.log.Info("spawner did not start a worker", "app", r.App, "identity", r.Identity, "cause", err.Error())
 		fc.refuse(r.ID, err)

@@ -164,6 +164,30 @@ func TestContextEndKillsARemoteProgram(t *testing.T) {
 	pidGone(t, p.Pid())
 }
 
+// TestFrontSeesAProgramCloseItsOutput: once a program has started, the
+// spawner holds no copy of the descriptors the front sent, so a program
+// that closes its output while it runs is seen to close it, as it is
+// in-process, not only after the spawner has reported its exit.
+func TestFrontSeesAProgramCloseItsOutput(t *testing.T) {
+	b := newBoundary(t, 0)
+	c := NewClient(b.front)
+	r, w := pipe(t)
+	p, err := c.Start(context.Background(), &Spec{Path: b.f.probe("probe"), Args: []string{"probe", "close"}, Route: "/acct/", Identity: "alice", Stdout: w})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Kill()
+	// A guard, not a synchronisation: the end of output is the event.
+	_ = r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(r); err != nil {
+		t.Fatalf("the output did not end while the program ran: %v", err)
+	}
+	if err := syscall.Kill(p.Pid(), 0); err != nil || p.Runtime() != 0 {
+		t.Fatalf("the program is no longer running (%v, runtime %v): it should sleep after closing its output", err, p.Runtime())
+	}
+}
+
 // TestSpawnerRefusesWhatPolicyForbids sends requests a compromised front
 // could send: each is refused with its cause, and the spawner goes on
 // serving.

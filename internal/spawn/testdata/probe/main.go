@@ -74,6 +74,10 @@ func main() {
 		time.Sleep(time.Hour)
 	case "sleep":
 		time.Sleep(time.Hour)
+	case "close":
+		// Closes its output and goes on running.
+		syscall.Close(1)
+		time.Sleep(time.Hour)
 	case "bg":
 		// A background child in the same process group; then either wait
 		// ("bg stay") or exit at once ("bg exit").
