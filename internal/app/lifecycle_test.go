@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -187,6 +188,36 @@ func TestRequestsQueueWhenWorkersAreBusyAndOverflowIs503(t *testing.T) {
 	}
 	if b := <-bDone; !strings.HasPrefix(b, "hello from") {
 		t.Fatalf("B: %q", b)
+	}
+}
+
+// TestNoQueueStillLetsAColdPoolServe: with no queue (max_queue = 0), the
+// requests that reach a pool whose workers are still starting wait for
+// them, up to their free slots; only the ones beyond those are refused.
+func TestNoQueueStillLetsAColdPoolServe(t *testing.T) {
+	p, _ := newPool(t, ProtocolFastCGI, fcgiWorker, func(p *Pool) { p.Workers, p.MaxQueue = 2, -1 })
+	srv := serve(t, &Handler{Pools: p, Prefix: "/app/"}, "")
+	var wg sync.WaitGroup
+	codes := make(chan int, 2)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(srv.URL + "/app/hello")
+			if err != nil {
+				codes <- -1
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != 200 {
+			t.Errorf("a request to a cold pool without a queue got %d, want 200", code)
+		}
 	}
 }
 

@@ -255,8 +255,14 @@ func (p *Pool) acquire(ctx context.Context) (_ *worker, err error) {
 			p.lastUsed = time.Now()
 			return w, nil
 		}
-		if p.waiting >= p.maxQueue() {
+		// A request may wait for a starting worker's free slots even
+		// with max_queue = 0: the queue is for when every worker is busy,
+		// and a cold pool's first requests must reach its workers.
+		if starting := p.startingSlots(); p.waiting >= p.maxQueue()+starting {
 			f := newFailure(QueueFull, nil, "all %d workers busy and %d requests waiting", p.size(), p.waiting)
+			if starting > 0 {
+				f.Detail = fmt.Sprintf("all %d workers busy or starting and %d requests waiting", p.size(), p.waiting)
+			}
 			f.RetryAfter = time.Second
 			return nil, f
 		}
@@ -291,6 +297,18 @@ func (p *Pool) acquire(ctx context.Context) (_ *worker, err error) {
 			return nil, err
 		}
 	}
+}
+
+// startingSlots is how many requests the workers that are still starting
+// will take once ready; p.mu is held.
+func (p *Pool) startingSlots() int {
+	n := 0
+	for _, w := range p.workers {
+		if w != nil && !w.ready && !w.stopping && !w.dead() {
+			n += p.concurrency()
+		}
+	}
+	return n
 }
 
 // anyReady reports whether some worker answers requests; p.mu is held.
