@@ -137,6 +137,7 @@ type App struct {
 	RunAs        string   `toml:"run_as"`        // "account" or "authenticated" (a pool per user)
 	Account      string   `toml:"account"`       // the identity; run_as = "account" only
 	Workers      int      `toml:"workers"`       // processes per pool, 1..64
+	Concurrency  int      `toml:"concurrency"`   // requests one worker is given at once, 1..1024
 	IdleStop     Duration `toml:"idle_stop"`     // a pool without requests this long is stopped; 0 = never
 	StartTimeout Duration `toml:"start_timeout"` // how long a worker may take to open its socket
 	MaxQueue     int      `toml:"max_queue"`     // requests waiting for a busy pool; then 503
@@ -211,6 +212,17 @@ const (
 	DefaultAppWorkers  = 1
 	DefaultAppMaxQueue = 64
 )
+
+// DefaultAppConcurrency is how many requests one worker of protocol is
+// given at once when the file does not say: one for FastCGI, since php-cgi
+// serves one connection at a time, and 64 for HTTP, whose servers take
+// many (a WebSocket holds its slot while open).
+func DefaultAppConcurrency(protocol string) int {
+	if protocol == ProtocolHTTP {
+		return 64
+	}
+	return 1
+}
 
 var (
 	defaultAppIdleStop     = Duration(10 * 60e9)

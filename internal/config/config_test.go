@@ -67,9 +67,16 @@ protocol = "http"
 command = ["/usr/local/bin/svc", "-v"]
 account = "svc"
 workers = 4
+concurrency = 8
 idle_stop = "0s"
 start_timeout = "2s"
 max_queue = 0
+
+[[app]]
+path = "/ws/"
+protocol = "http"
+command = ["/usr/local/bin/ws"]
+account = "svc"
 `), "e.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -78,12 +85,15 @@ max_queue = 0
 		t.Errorf("route = %+v; want run_as self, line 2", r)
 	}
 	a := cfg.Apps[0]
-	if a.RunAs != RunAsAccount || a.Workers != 1 || a.IdleStop.D() != 10*time.Minute || a.StartTimeout.D() != 10*time.Second || a.MaxQueue != 64 || a.Line != 6 {
-		t.Errorf("app defaults = %+v; want run_as account, workers 1, idle_stop 10m, start_timeout 10s, max_queue 64, line 6", a)
+	if a.RunAs != RunAsAccount || a.Workers != 1 || a.Concurrency != 1 || a.IdleStop.D() != 10*time.Minute || a.StartTimeout.D() != 10*time.Second || a.MaxQueue != 64 || a.Line != 6 {
+		t.Errorf("app defaults = %+v; want run_as account, workers 1, concurrency 1 (FastCGI), idle_stop 10m, start_timeout 10s, max_queue 64, line 6", a)
 	}
 	b := cfg.Apps[1]
-	if b.Workers != 4 || b.IdleStop != 0 || b.StartTimeout.D() != 2*time.Second || b.MaxQueue != 0 {
-		t.Errorf("explicit app values = %+v; want workers 4, idle_stop 0, start_timeout 2s, max_queue 0", b)
+	if b.Workers != 4 || b.Concurrency != 8 || b.IdleStop != 0 || b.StartTimeout.D() != 2*time.Second || b.MaxQueue != 0 {
+		t.Errorf("explicit app values = %+v; want workers 4, concurrency 8, idle_stop 0, start_timeout 2s, max_queue 0", b)
+	}
+	if c := cfg.Apps[2]; c.Concurrency != 64 {
+		t.Errorf("an HTTP app's default concurrency is %d, want 64", c.Concurrency)
 	}
 }
 

@@ -61,6 +61,9 @@ func fillDefaults(cfg *Config, idx *index) {
 		if !idx.has(k + ".workers") {
 			a.Workers = DefaultAppWorkers
 		}
+		if !idx.has(k + ".concurrency") {
+			a.Concurrency = DefaultAppConcurrency(a.Protocol)
+		}
 		if !idx.has(k + ".idle_stop") {
 			a.IdleStop = defaultAppIdleStop
 		}

@@ -116,7 +116,7 @@ func (c *Config) Summary() string {
 		} else {
 			p("  runs as           the authenticated user (a pool per user)")
 		}
-		p("  workers           %d per pool, queue %d, start_timeout %s, idle_stop %s", ap.Workers, ap.MaxQueue, ap.StartTimeout, durationOr(ap.IdleStop, "never"))
+		p("  workers           %d per pool, %d requests each at once, queue %d, start_timeout %s, idle_stop %s", ap.Workers, ap.Concurrency, ap.MaxQueue, ap.StartTimeout, durationOr(ap.IdleStop, "never"))
 	}
 	return b.String()
 }

@@ -497,8 +497,12 @@ func checkAccount(cfg *Config, c *collector, k, runAs, account string, okMode bo
 	}
 }
 
-// MaxAppWorkers bounds workers per pool.
-const MaxAppWorkers = 64
+// MaxAppWorkers bounds workers per pool, MaxAppConcurrency the requests
+// one worker is given at once.
+const (
+	MaxAppWorkers     = 64
+	MaxAppConcurrency = 1024
+)
 
 func validateApps(cfg *Config, c *collector) {
 	for i, a := range cfg.Apps {
@@ -525,6 +529,9 @@ func validateApps(cfg *Config, c *collector) {
 		checkAccount(cfg, c, k, a.RunAs, a.Account, okMode)
 		if a.Workers < 1 || a.Workers > MaxAppWorkers {
 			c.add(k+".workers", "%d is outside 1..%d", a.Workers, MaxAppWorkers)
+		}
+		if a.Concurrency < 1 || a.Concurrency > MaxAppConcurrency {
+			c.add(k+".concurrency", "%d is outside 1..%d", a.Concurrency, MaxAppConcurrency)
 		}
 		if a.StartTimeout <= 0 {
 			c.add(k+".start_timeout", "must be more than 0")

@@ -154,6 +154,8 @@ func TestEachRuleReportsItsLineAndKey(t *testing.T) {
 		{"app account with authenticated", basicAuth + "[[app]]\npath = \"/w/\"\nprotocol = \"http\"\ncommand = [\"/bin/w\"]\nrun_as = \"authenticated\"\naccount = \"wiki\" #<\n", "app[0].account", "only with run_as = \"account\""},
 		{"app workers zero", wikiAppTop + "workers = 0 #<\n", "app[0].workers", "outside 1..64"},
 		{"app workers too many", wikiAppTop + "workers = 65 #<\n", "app[0].workers", "outside 1..64"},
+		{"app concurrency zero", wikiAppTop + "concurrency = 0 #<\n", "app[0].concurrency", "outside 1..1024"},
+		{"app concurrency too many", wikiAppTop + "concurrency = 1025 #<\n", "app[0].concurrency", "outside 1..1024"},
 		{"app start_timeout zero", wikiAppTop + "start_timeout = \"0s\" #<\n", "app[0].start_timeout", "more than 0"},
 		{"app idle_stop bare number", wikiAppTop + "idle_stop = 600 #<\n", "app[0].idle_stop", "needs a unit"},
 		{"app max_queue negative", wikiAppTop + "max_queue = -1 #<\n", "app[0].max_queue", "negative"},

@@ -127,6 +127,7 @@ func (s *Server) apps() ([]*appRoute, error) {
 				Launcher:     launcher,
 				SocketDir:    sockets,
 				Workers:      a.Workers,
+				Concurrency:  a.Concurrency,
 				MaxQueue:     maxQueue,
 				StartTimeout: a.StartTimeout.D(),
 				IdleStop:     a.IdleStop.D(),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -477,5 +478,85 @@ account = "svc"
 	_, body = get(t, as.url+"/app/headers", func(r *http.Request) { r.SetBasicAuth("alice", "secret"); r.Header.Set("X-Custom", "kept") })
 	if strings.Contains(body, "Authorization") || !strings.Contains(body, "kept") {
 		t.Errorf("headers the worker saw:\n%s\nwant X-Custom and no Authorization", body)
+	}
+}
+
+// TestAppConcurrencyLetsOneFastCGIWorkerTakeSeveralRequests: with
+// concurrency = 2, the one Go net/http/fcgi worker (which serves each
+// connection on its own) holds two requests at once, and with max_queue = 0
+// a third is refused with the queue's cause. With the FastCGI default of 1,
+// the second request would be the refused one.
+func TestAppConcurrencyLetsOneFastCGIWorkerTakeSeveralRequests(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := fcgiWorkerBin(t)
+	as := startApps(t, appState(t), appIdentities+`
+[[app]]
+path = "/app/"
+protocol = "fastcgi"
+command = [`+strconv.Quote(bin)+`]
+run_as = "account"
+account = "svc"
+workers = 1
+concurrency = 2
+max_queue = 0
+`)
+	if resp, err := http.Get(as.url + "/app/hello"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the worker does not start: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// Two requests hold the worker until their bodies end.
+	var bodies []*io.PipeWriter
+	done := make(chan string, 2)
+	for range 2 {
+		pr, pw := io.Pipe()
+		bodies = append(bodies, pw)
+		go func() {
+			resp, err := http.Post(as.url+"/app/block", "text/plain", pr)
+			if err != nil {
+				done <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			done <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}()
+		pw.Write([]byte("x"))
+	}
+	inFlight := func() int {
+		n := 0
+		for _, st := range as.srv.appStatuses() {
+			n += st.Stats.InFlight
+		}
+		return n
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for inFlight() != 2 {
+		select {
+		case d := <-done:
+			t.Fatalf("a request ended while it should hold the worker: %s", d)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests in flight after 10s, want 2", inFlight())
+		}
+		time.Sleep(2 * time.Millisecond) // in flight is a count, with no event of its own
+	}
+	resp, err := http.Get(as.url + "/app/hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "queue full") {
+		t.Errorf("a third request: %d %q, want 503 queue full", resp.StatusCode, b)
+	}
+	for _, pw := range bodies {
+		pw.Close()
+	}
+	for range 2 {
+		if d := <-done; d != "200 unblocked" {
+			t.Errorf("a held request ended with %q", d)
+		}
 	}
 }
