@@ -22,20 +22,20 @@ import (
 // The workers run as benchUID with no cells, so the rows measure the
 // proxying, not the spawning. Root only: workers run as another identity.
 
-// The pool sizes. A FastCGI worker gets one request at a time (as php-cgi
-// takes them), so that app has several; an HTTP worker serves many at once,
-// so that app has one, the default, as the proxy reference has. On a small
-// host more HTTP workers than needed cost throughput: each mostly idle Go
+// Each app has one worker, the default, as the proxy reference has. The Go
+// FastCGI worker serves each connection on its own, so it is given many
+// requests at once (concurrency), as an HTTP worker is by default. On a
+// small host more workers than needed cost throughput: each mostly idle Go
 // process pays its own wake-ups.
 const (
-	fastcgiWorkers = 4
-	httpWorkers    = 1
+	appWorkers         = 1
+	fastcgiConcurrency = 64
 )
 
 var (
-	appFastCGIRow = fmt.Sprintf("app fastcgi hello via suserve (%d workers)", fastcgiWorkers)
-	appHTTPRow    = fmt.Sprintf("app http hello via suserve (%d worker)", httpWorkers)
-	appPrivsepRow = fmt.Sprintf("app http hello via suserve with privilege separation (%d worker)", httpWorkers)
+	appFastCGIRow = fmt.Sprintf("app fastcgi hello via suserve (%d worker, concurrency %d)", appWorkers, fastcgiConcurrency)
+	appHTTPRow    = fmt.Sprintf("app http hello via suserve (%d worker)", appWorkers)
+	appPrivsepRow = fmt.Sprintf("app http hello via suserve with privilege separation (%d worker)", appWorkers)
 )
 
 const fcgiHelloSrc = `package main
@@ -130,7 +130,8 @@ command = [%q]
 run_as = "account"
 account = "bench"
 workers = %d
-`, fcgiBin, fastcgiWorkers)+httpApp(httpBin)), "(bench apps)")
+concurrency = %d
+`, fcgiBin, appWorkers, fastcgiConcurrency)+httpApp(httpBin)), "(bench apps)")
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +220,7 @@ command = [%q]
 run_as = "account"
 account = "bench"
 workers = %d
-`, bin, httpWorkers)
+`, bin, appWorkers)
 }
 
 // proxyReference starts bin (the HTTP hello worker) with a listening unix
