@@ -223,7 +223,12 @@ func (h *Handler) serveFastCGI(w http.ResponseWriter, r *http.Request, rec *cgi.
 	case r.Body == nil || r.Body == http.NoBody || length == 0:
 		length = 0
 	case length < 0:
+		// A client that stops sending must not hold the request past its
+		// end (a time limit, shutdown, a reload's drain): the end
+		// interrupts the read.
+		stop := context.AfterFunc(ctx, func() { _ = http.NewResponseController(w).SetReadDeadline(time.Now()) })
 		f, n, err := spool(r.Body)
+		stop()
 		if err != nil {
 			h.fail(w, r, rec, p, bodyFailure(ctx, err))
 			return

@@ -523,25 +523,7 @@ max_queue = 0
 		}()
 		pw.Write([]byte("x"))
 	}
-	inFlight := func() int {
-		n := 0
-		for _, st := range as.srv.appStatuses() {
-			n += st.Stats.InFlight
-		}
-		return n
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for inFlight() != 2 {
-		select {
-		case d := <-done:
-			t.Fatalf("a request ended while it should hold the worker: %s", d)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests in flight after 10s, want 2", inFlight())
-		}
-		time.Sleep(2 * time.Millisecond) // in flight is a count, with no event of its own
-	}
+	waitInFlight(t, as.srv, 2, done)
 	resp, err := http.Get(as.url + "/app/hello")
 	if err != nil {
 		t.Fatal(err)

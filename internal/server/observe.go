@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -53,7 +54,12 @@ func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &cgi.Record{ID: ids.next()}
-		r = r.WithContext(cgi.NewContext(r.Context(), rec))
+		// The request also ends when this server is retired after a
+		// reload and its requests outlive shutdown_timeout.
+		ctx, cancel := context.WithCancel(cgi.NewContext(r.Context(), rec))
+		defer cancel()
+		defer context.AfterFunc(s.stopped, cancel)()
+		r = r.WithContext(ctx)
 		lw := &logWriter{ResponseWriter: w}
 		s.active.Add(1)
 		s.inflight.Add(1)

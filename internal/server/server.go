@@ -63,6 +63,12 @@ type Server struct {
 	metrics  *metrics
 	active   atomic.Int64   // requests in flight, for the log and the status page
 	inflight sync.WaitGroup // the same, to wait for at shutdown
+	admin    http.Handler   // the admin listener's surface
+
+	// stopped ends when this server's requests are to be cancelled, which
+	// kills their programs: its drain after a reload took too long.
+	stopped     context.Context
+	endRequests context.CancelFunc
 }
 
 // New builds the server's handlers from cfg. It does not listen.
@@ -87,6 +93,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.handler = s.observe(router)
+	s.admin = s.adminHandler()
+	s.stopped, s.endRequests = context.WithCancel(context.Background())
 	return s, nil
 }
 
@@ -97,10 +105,22 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // accepting, lets in-flight requests finish for shutdown_timeout, and then
 // cancels them, which kills their programs.
 func (s *Server) Serve(ctx context.Context, ln, admin net.Listener) error {
+	return ServeReloading(ctx, ln, admin, s, nil)
+}
+
+// ServeReloading is Serve with reloads: each server received from reload
+// takes over from the current one for every request that starts from then
+// on, on the same listeners and connections, so no client is refused while
+// it happens. The server it replaces finishes the requests it has (for its
+// shutdown_timeout, then they are cancelled) and stops its app workers
+// (SIGTERM, then a kill after their grace period) in the background.
+func ServeReloading(ctx context.Context, ln, admin net.Listener, s *Server, reload <-chan *Server) error {
+	var cur atomic.Pointer[Server]
+	cur.Store(s)
 	reqCtx, cancelRequests := context.WithCancel(context.Background())
 	defer cancelRequests()
 	srv := &http.Server{
-		Handler:           s.handler,
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { cur.Load().handler.ServeHTTP(w, r) }),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return reqCtx },
@@ -110,23 +130,39 @@ func (s *Server) Serve(ctx context.Context, ln, admin net.Listener) error {
 	go func() { errc <- srv.Serve(ln) }()
 	var adminSrv *http.Server
 	if admin != nil {
-		adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		adminSrv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { cur.Load().admin.ServeHTTP(w, r) }), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- adminSrv.Serve(admin) }()
 	}
-	select {
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
+	var retiring sync.WaitGroup
+	defer retiring.Wait()
+	for {
+		select {
+		case err := <-errc:
+			if errors.Is(err, http.ErrServerClosed) {
+				continue
+			}
 			srv.Close()
 			if adminSrv != nil {
 				adminSrv.Close()
 			}
 			appsCtx, cancelApps := context.WithTimeout(context.Background(), appsGrace)
 			defer cancelApps()
-			_ = s.Close(appsCtx)
+			_ = cur.Load().Close(appsCtx)
 			return err
+		case next := <-reload:
+			old := cur.Swap(next)
+			next.log.Info("configuration reloaded: new requests use it; the previous one drains", "config", displayFile(next.cfg.File), "draining", old.Active())
+			retiring.Add(1)
+			go func() {
+				defer retiring.Done()
+				old.retire()
+			}()
+			continue
+		case <-ctx.Done():
 		}
-	case <-ctx.Done():
+		break
 	}
+	s = cur.Load()
 	grace := s.cfg.Server.ShutdownTimeout.D()
 	s.log.Info("shutting down: draining in-flight requests", "active", s.Active(), "shutdown_timeout", grace.String())
 	drainCtx, cancel := context.WithTimeout(context.Background(), grace)
@@ -140,11 +176,8 @@ func (s *Server) Serve(ctx context.Context, ln, admin net.Listener) error {
 		// Programs are killed when their request's context ends; give the
 		// handlers a moment to report before the connections are closed.
 		// The listeners are closed: no request starts any more.
-		drained := make(chan struct{})
-		go func() { s.inflight.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(2 * time.Second):
+		if !waitGroupFor(&s.inflight, 2*time.Second) {
+			s.log.Warn("requests still running after their programs were killed", "active", s.Active())
 		}
 		srv.Close()
 	}
@@ -156,6 +189,38 @@ func (s *Server) Serve(ctx context.Context, ln, admin net.Listener) error {
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// retire ends a server a reload replaced: it lets the requests it has
+// finish for its shutdown_timeout, cancels the rest, and stops its app
+// workers.
+func (s *Server) retire() {
+	grace := s.cfg.Server.ShutdownTimeout.D()
+	if !waitGroupFor(&s.inflight, grace) {
+		s.log.Warn("reload: the previous configuration's requests outlived shutdown_timeout; killing their programs", "active", s.Active())
+		s.endRequests()
+		waitGroupFor(&s.inflight, 2*time.Second)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), appsGrace)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		s.log.Warn("reload: the previous configuration's app workers did not stop in time", "err", err.Error())
+	}
+	s.log.Info("reload: the previous configuration is retired", "config", displayFile(s.cfg.File))
+}
+
+// waitGroupFor waits for wg for at most d, and says whether it ended.
+func waitGroupFor(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // Active is the number of requests in flight.
