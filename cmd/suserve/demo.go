@@ -51,5 +51,7 @@ func runRootDemo(ctx context.Context, base *config.Config, listenKey string, log
 	for _, u := range users {
 		fmt.Fprintf(stdout, "  demo user %s (uid %d), password %s\n", u.Name, u.UID, u.Password)
 	}
-	return runSpawner(ctx, cfg, listenKey, log, true)
+	// The demo's configuration is made here, not read from a file: there
+	// is nothing to reload.
+	return runSpawner(ctx, cfg, listenKey, log, nil)
 }

@@ -144,22 +144,32 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "suserve: %v\n", err)
 		return 1
 	}
+	override := func(c *config.Config) {
+		if *listen != "" {
+			c.Server.Listen = *listen
+		}
+		switch *adminListen {
+		case "":
+		case "off":
+			c.Server.AdminListen = ""
+		default:
+			c.Server.AdminListen = *adminListen
+		}
+	}
+	override(cfg)
 	listenKey := "[server] listen"
 	if *listen != "" {
-		cfg.Server.Listen = *listen
 		listenKey = "-listen flag"
-	}
-	switch *adminListen {
-	case "":
-	case "off":
-		cfg.Server.AdminListen = ""
-	default:
-		cfg.Server.AdminListen = *adminListen
 	}
 	log := newLogger(cfg.Server.LogFormat, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := start(ctx, cfg, *path == "", listenKey, log, stdout); err != nil {
+	// SIGHUP reloads the configuration file.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	rl := &reloading{hup: hup, path: *path, override: override}
+	if err := start(ctx, cfg, *path == "", listenKey, log, stdout, rl); err != nil {
 		log.Error("suserve cannot start", "err", err.Error())
 		fmt.Fprintf(stderr, "suserve: %v\n", err)
 		return 1
@@ -175,16 +185,16 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 }
 
 // start opens the listeners, prepares the state directory and the demo, and
-// serves until ctx ends.
-func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string, log *slog.Logger, stdout io.Writer) error {
+// serves until ctx ends, reloading the configuration on rl's signals.
+func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string, log *slog.Logger, stdout io.Writer, rl *reloading) error {
 	// Nothing that parses network input runs as root: see privsep.go.
 	switch {
 	case isFront():
-		return runFront(ctx, cfg, log)
+		return runFront(ctx, cfg, log, rl)
 	case os.Geteuid() == 0 && demo:
 		return runRootDemo(ctx, cfg, listenKey, log, stdout)
 	case os.Geteuid() == 0:
-		return runSpawner(ctx, cfg, listenKey, log, false)
+		return runSpawner(ctx, cfg, listenKey, log, rl)
 	}
 	ln, err := server.Listen(cfg.Server.Listen, listenKey)
 	if err != nil {
@@ -239,5 +249,5 @@ func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string,
 	if demo {
 		fmt.Fprintf(stdout, "suserve demo: open http://%s/ (Ctrl-C stops)\n", ln.Addr())
 	}
-	return srv.Serve(ctx, ln, admin)
+	return server.ServeReloading(ctx, ln, admin, srv, rl.servers(ctx, cfg, opts, log))
 }

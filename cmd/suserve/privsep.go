@@ -65,8 +65,10 @@ func frontCredential(name string) (*syscall.Credential, error) {
 }
 
 // runSpawner is start for a server started as root with a configuration
-// file: the listeners stay here, the front runs as [server] user.
-func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *slog.Logger, demo bool) error {
+// file: the listeners stay here, the front runs as [server] user. rl is
+// nil for the demo, which has no file to reload.
+func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *slog.Logger, rl *reloading) error {
+	demo := rl == nil
 	cred, err := frontCredential(cfg.Server.User)
 	if err != nil {
 		return err
@@ -134,7 +136,40 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 		Drain:   cfg.Server.ShutdownTimeout.D() + frontGrace,
 	}
 	log.Info("suserve listening", "addr", "http://"+ln.Addr().String()+"/", "config", displayName(cfg.File), "state_dir", state, "front_user", cfg.Server.User)
+	if rl != nil {
+		go spawnerReloads(ctx, rl, cfg, state, cred, launch.Identities, sp, sup, log)
+	}
 	return sup.Run(ctx)
+}
+
+// spawnerReloads applies each SIGHUP to the spawner's policy and then has
+// the front reload: the spawner first, so that the front never asks for
+// what the new configuration adds before the spawner allows it. The front
+// reads the file again itself, as its own user.
+func spawnerReloads(ctx context.Context, rl *reloading, running *config.Config, state string, cred *syscall.Credential, ids identity.Source, sp *spawn.Spawner, sup *spawn.Supervisor, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rl.hup:
+		}
+		next, ok := rl.next(running, log)
+		if !ok {
+			continue
+		}
+		if len(next.Apps) > 0 {
+			if err := frontSocketDir(state, cred); err != nil {
+				log.Error("reload refused: the running configuration stays", "config", rl.path, "err", err.Error())
+				continue
+			}
+		}
+		sp.SetPolicy(routeResolver(next, state, ids), appResolver(next, state))
+		running = next
+		log.Info("reload: the spawner follows the new configuration; the front reloads", "config", rl.path)
+		if err := sup.Signal(syscall.SIGHUP); err != nil {
+			log.Warn("reload: the front was not told; a new front reads the file when it starts", "err", err.Error())
+		}
+	}
 }
 
 // frontGrace is what a draining front gets beyond shutdown_timeout to
@@ -272,7 +307,7 @@ func appResolver(cfg *config.Config, state string) spawn.AppFunc {
 
 // runFront is start in the front: the normal server, with the listeners
 // the spawner opened and the spawner's client as its launcher.
-func runFront(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func runFront(ctx context.Context, cfg *config.Config, log *slog.Logger, rl *reloading) error {
 	client, err := spawn.ConnectFront(os.NewFile(spawn.FrontBootFD, "spawner"))
 	if err != nil {
 		return err
@@ -317,7 +352,7 @@ func runFront(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 	}()
 	log.Info("front serving", "pid", os.Getpid(), "uid", os.Getuid(), "addr", "http://"+ln.Addr().String()+"/")
-	if err := srv.Serve(ctx, ln, admin); err != nil {
+	if err := server.ServeReloading(ctx, ln, admin, srv, rl.servers(ctx, cfg, opts, log)); err != nil {
 		return err
 	}
 	select {

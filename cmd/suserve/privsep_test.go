@@ -745,3 +745,153 @@ func TestDemoAsRootServesFromAnUnprivilegedFront(t *testing.T) {
 		t.Errorf("alice's whoami: %d\n%s", resp.StatusCode, b)
 	}
 }
+
+// TestSIGHUPReloadsTheSpawnerAndThenTheFront: SIGHUP to suserve (the
+// spawner) applies a new route in both processes, the spawner's policy
+// first; a file with a problem, or a change only a restart applies, is
+// refused by name and the running configuration stays.
+func TestSIGHUPReloadsTheSpawnerAndThenTheFront(t *testing.T) {
+	in := startSuserve(t, `backend = "none"`)
+	file := filepath.Join(in.dir, "suserve.toml")
+	base, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.get("/more/hello", 5*time.Second); err == nil {
+		t.Fatal("/more/ serves before it is configured")
+	}
+	more := string(base) + fmt.Sprintf("\n[[route]]\npath = \"/more/\"\ndir = %q\nrun_as = \"account\"\naccount = \"alice\"\n", filepath.Join(in.dir, "cgi"))
+	reload := func(text string, wantLog string) {
+		t.Helper()
+		before := in.log.Count(wantLog)
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := in.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for in.log.Count(wantLog) == before {
+			if time.Now().After(deadline) {
+				t.Fatalf("no new %q in the log after SIGHUP:\n%s", wantLog, in.log.String())
+			}
+			time.Sleep(5 * time.Millisecond) // the log has no event to wait on
+		}
+	}
+	reload(more, "configuration reloaded")
+	want := fmt.Sprintf("hello %d\n", testutil.AliceUID)
+	if out, err := in.get("/more/hello", 5*time.Second); err != nil || out != want {
+		t.Fatalf("/more/hello after the reload: %q %v", out, err)
+	}
+
+	// A problem in the file: refused with its line; both routes still serve.
+	reload(more+"\n[cgi]\nheader_timeout = \"soon\"\n", "reload refused")
+	if !strings.Contains(in.log.String(), file+":") || !strings.Contains(in.log.String(), "header_timeout") {
+		t.Errorf("the refusal does not name the file, line and key:\n%s", in.log.String())
+	}
+	// A new listener needs a restart.
+	reload(strings.Replace(more, in.addr, "127.0.0.1:1", 1), "change only with a restart")
+	if !strings.Contains(in.log.String(), "keys=server.listen") {
+		t.Errorf("the refusal does not name server.listen:\n%s", in.log.String())
+	}
+	for _, p := range []string{"/cgi-bin/hello", "/more/hello"} {
+		if out, err := in.get(p, 5*time.Second); err != nil || out != want {
+			t.Errorf("%s after the refused reloads: %q %v", p, out, err)
+		}
+	}
+	if n := in.log.Count("configuration reloaded"); n != 1 {
+		t.Errorf("the front reloaded %d times, want once", n)
+	}
+}
+
+// TestSIGHUPReloadsAnUnprivilegedServer: started as an ordinary user,
+// suserve serves in one process, and SIGHUP applies a new route there.
+func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
+	testutil.RequireRoot(t)
+	const uid = testutil.UnprivilegedUID
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cgi := filepath.Join(dir, "cgi")
+	hello := filepath.Join(cgi, "hello")
+	if err := os.Mkdir(cgi, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hello, []byte("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello %s\\n' \"$(id -u)\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{cgi, hello} {
+		if err := os.Chown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	route := func(path string) string {
+		return fmt.Sprintf("\n[[route]]\npath = %q\ndir = %q\n", path, cgi)
+	}
+	conf := fmt.Sprintf("[server]\nlisten = %q\nadmin_listen = \"\"\n", addr) + route("/cgi-bin/")
+	file := filepath.Join(dir, "suserve.toml")
+	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The built binary lies in root's private directory: a copy the user
+	// can run.
+	b, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "suserve")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{t: t, dir: dir, addr: addr, log: &testutil.LogBuffer{}, done: make(chan struct{})}
+	in.cmd = exec.Command(bin, "serve", "-config", file)
+	in.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	in.cmd.Stdout, in.cmd.Stderr = in.log, in.log
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { in.cmd.Wait(); close(in.done) }()
+	t.Cleanup(func() {
+		in.cmd.Process.Signal(syscall.SIGTERM)
+		<-in.done
+		if t.Failed() {
+			t.Logf("suserve's log:\n%s", in.log.String())
+		}
+	})
+	want := fmt.Sprintf("hello %d\n", uid)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := in.get("/cgi-bin/hello", time.Second)
+		if err == nil && out == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("suserve does not serve: %q %v", out, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the port for the server to come up
+	}
+	if err := os.WriteFile(file, []byte(conf+route("/more/")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for in.log.Count("configuration reloaded") == 0 {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatal("no reload in the log after SIGHUP")
+		}
+		time.Sleep(5 * time.Millisecond) // the log has no event to wait on
+	}
+	if out, err := in.get("/more/hello", 5*time.Second); err != nil || out != want {
+		t.Errorf("/more/hello after the reload: %q %v", out, err)
+	}
+}

@@ -62,6 +62,21 @@ type Spawner struct {
 	Log      *slog.Logger
 
 	handles atomic.Uint64
+	mu      sync.RWMutex // guards Routes and Apps once Serve runs: see SetPolicy
+}
+
+// SetPolicy replaces Routes and Apps, as a configuration reload does:
+// every request read from then on is checked against the new ones.
+func (s *Spawner) SetPolicy(routes RouteFunc, apps AppFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Routes, s.Apps = routes, apps
+}
+
+func (s *Spawner) policy() (RouteFunc, AppFunc) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.Routes, s.Apps
 }
 
 // PeerError is a connection whose other end is not the front.
@@ -265,10 +280,11 @@ func (fc *frontConn) watch(id uint64, p *Process) {
 // spec builds the Spec from the request's names and the spawner's own
 // configuration.
 func (fc *frontConn) spec(r *SpawnRequest, fds []*os.File) (*Spec, error) {
-	if fc.s.Routes == nil {
+	routes, _ := fc.s.policy()
+	if routes == nil {
 		return nil, refuse(UnknownRoute, r.Path, "the spawner has no routes")
 	}
-	dir, mode, err := fc.s.Routes(r.Route, r.Identity)
+	dir, mode, err := routes(r.Route, r.Identity)
 	if err != nil {
 		var f *Failure
 		if errors.As(err, &f) {
@@ -328,7 +344,8 @@ func (fc *frontConn) worker(m *Message) {
 // socket must be a listening unix stream socket and the log a pipe: the
 // front can hand a worker nothing else of its own.
 func (fc *frontConn) workerSpec(r *WorkerRequest, fds []*os.File) (*WorkerSpec, error) {
-	if fc.s.Apps == nil {
+	_, apps := fc.s.policy()
+	if apps == nil {
 		return nil, refuse(UnknownRoute, r.App, "the spawner starts no app workers")
 	}
 	if !filepath.IsAbs(r.Socket) || hasDotDot(r.Socket) {
@@ -340,7 +357,7 @@ func (fc *frontConn) workerSpec(r *WorkerRequest, fds []*os.File) (*WorkerSpec, 
 	if err := pipeWriteEnd(fds[1]); err != nil {
 		return nil, &Failure{Kind: BadMessage, Path: r.App, Detail: "the worker's log: " + err.Error(), Exit: -1, Err: err}
 	}
-	spec, http, err := fc.s.Apps(r)
+	spec, http, err := apps(r)
 	if err != nil {
 		var f *Failure
 		if errors.As(err, &f) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,6 +43,21 @@ type Supervisor struct {
 	// Started, when set, is told each front's pid once its connection is
 	// up.
 	Started func(pid int)
+
+	front atomic.Pointer[os.Process] // the front whose connection is up
+}
+
+// ErrNoFront is Signal's error when no front is up.
+var ErrNoFront = errors.New("no front is up")
+
+// Signal sends sig to the front that is up (SIGHUP: reload its
+// configuration).
+func (s *Supervisor) Signal(sig os.Signal) error {
+	p := s.front.Load()
+	if p == nil {
+		return ErrNoFront
+	}
+	return p.Signal(sig)
 }
 
 // FrontExit is how a front ended.
@@ -204,6 +220,8 @@ func (s *Supervisor) once(ctx context.Context, log *slog.Logger) error {
 	}
 	servec := make(chan error, 1)
 	if conn != nil {
+		s.front.Store(cmd.Process)
+		defer s.front.CompareAndSwap(cmd.Process, nil)
 		if s.Started != nil {
 			s.Started(pid)
 		}
