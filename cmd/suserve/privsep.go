@@ -147,29 +147,19 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 // what the new configuration adds before the spawner allows it. The front
 // reads the file again itself, as its own user.
 func spawnerReloads(ctx context.Context, rl *reloading, running *config.Config, state string, cred *syscall.Credential, ids identity.Source, sp *spawn.Spawner, sup *spawn.Supervisor, log *slog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-rl.hup:
-		}
-		next, ok := rl.next(running, log)
-		if !ok {
-			continue
-		}
+	rl.watch(ctx, running, log, func(next *config.Config) error {
 		if len(next.Apps) > 0 {
 			if err := frontSocketDir(state, cred); err != nil {
-				log.Error("reload refused: the running configuration stays", "config", rl.path, "err", err.Error())
-				continue
+				return err
 			}
 		}
 		sp.SetPolicy(routeResolver(next, state, ids), appResolver(next, state))
-		running = next
 		log.Info("reload: the spawner follows the new configuration; the front reloads", "config", rl.path)
 		if err := sup.Signal(syscall.SIGHUP); err != nil {
 			log.Warn("reload: the front was not told; a new front reads the file when it starts", "err", err.Error())
 		}
-	}
+		return nil
+	})
 }
 
 // frontGrace is what a draining front gets beyond shutdown_timeout to

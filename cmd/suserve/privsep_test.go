@@ -66,6 +66,20 @@ type instance struct {
 	done chan struct{}
 }
 
+// helloProgram is a CGI program that says which uid runs it.
+const helloProgram = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello %s\\n' \"$(id -u)\"\n"
+
+// freeAddr is a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // startSuserve writes a configuration with one route of two programs,
 // hello and slow, run as alice, and starts suserve on a free loopback
 // port. It returns once the front answers.
@@ -92,7 +106,7 @@ func startSuserveWith(t *testing.T, cells string, extra func(dir string) string)
 		t.Fatal(err)
 	}
 	for name, body := range map[string]string{
-		"hello": "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello %s\\n' \"$(id -u)\"\n",
+		"hello": helloProgram,
 		// The header block, then its pid in the body, then it waits.
 		"slow": "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' $$\nexec sleep 300\n",
 	} {
@@ -104,12 +118,7 @@ func startSuserveWith(t *testing.T, cells string, extra func(dir string) string)
 			t.Fatal(err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	conf := fmt.Sprintf(`[server]
 listen = %q
 user = "%d"
@@ -140,8 +149,16 @@ account = "alice"
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	in := &instance{t: t, dir: dir, addr: addr, log: &testutil.LogBuffer{}, done: make(chan struct{})}
-	in.cmd = exec.Command(binary, "serve", "-config", file)
+	in := startInstance(t, dir, addr, exec.Command(binary, "serve", "-config", file))
+	in.waitServing(10 * time.Second)
+	return in
+}
+
+// startInstance starts cmd, suserve serving on addr with its files in
+// dir, and stops it at the end of the test: SIGTERM, then a kill after 15s.
+func startInstance(t *testing.T, dir, addr string, cmd *exec.Cmd) *instance {
+	t.Helper()
+	in := &instance{t: t, dir: dir, addr: addr, cmd: cmd, log: &testutil.LogBuffer{}, done: make(chan struct{})}
 	in.cmd.Stdout, in.cmd.Stderr = in.log, in.log
 	if err := in.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -159,7 +176,6 @@ account = "alice"
 			t.Logf("suserve's log:\n%s", in.log.String())
 		}
 	})
-	in.waitServing(10 * time.Second)
 	return in
 }
 
@@ -820,7 +836,7 @@ func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
 	if err := os.Mkdir(cgi, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(hello, []byte("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello %s\\n' \"$(id -u)\"\n"), 0o755); err != nil {
+	if err := os.WriteFile(hello, []byte(helloProgram), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{cgi, hello} {
@@ -828,12 +844,7 @@ func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	route := func(path string) string {
 		return fmt.Sprintf("\n[[route]]\npath = %q\ndir = %q\n", path, cgi)
 	}
@@ -852,21 +863,9 @@ func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	in := &instance{t: t, dir: dir, addr: addr, log: &testutil.LogBuffer{}, done: make(chan struct{})}
-	in.cmd = exec.Command(bin, "serve", "-config", file)
-	in.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
-	in.cmd.Stdout, in.cmd.Stderr = in.log, in.log
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { in.cmd.Wait(); close(in.done) }()
-	t.Cleanup(func() {
-		in.cmd.Process.Signal(syscall.SIGTERM)
-		<-in.done
-		if t.Failed() {
-			t.Logf("suserve's log:\n%s", in.log.String())
-		}
-	})
+	cmd := exec.Command(bin, "serve", "-config", file)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	in := startInstance(t, dir, addr, cmd)
 	want := fmt.Sprintf("hello %d\n", uid)
 	deadline := time.Now().Add(10 * time.Second)
 	for {

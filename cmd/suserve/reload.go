@@ -42,34 +42,47 @@ func (rl *reloading) next(running *config.Config, log *slog.Logger) (*config.Con
 	return next, true
 }
 
+// watch calls apply with each configuration a SIGHUP brings that may
+// replace running, until ctx ends. What apply refuses is logged, and the
+// running configuration stays.
+func (rl *reloading) watch(ctx context.Context, running *config.Config, log *slog.Logger, apply func(*config.Config) error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rl.hup:
+		}
+		next, ok := rl.next(running, log)
+		if !ok {
+			continue
+		}
+		if err := apply(next); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Error("reload refused: the running configuration stays", "config", rl.path, "err", err.Error())
+			continue
+		}
+		running = next
+	}
+}
+
 // servers turns each SIGHUP into a server built from the file read again,
 // for server.ServeReloading, until ctx ends.
 func (rl *reloading) servers(ctx context.Context, running *config.Config, opts server.Options, log *slog.Logger) <-chan *server.Server {
 	out := make(chan *server.Server)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-rl.hup:
-			}
-			next, ok := rl.next(running, log)
-			if !ok {
-				continue
-			}
-			srv, err := server.New(next, opts)
-			if err != nil {
-				log.Error("reload refused: the running configuration stays", "config", rl.path, "err", err.Error())
-				continue
-			}
-			select {
-			case out <- srv:
-				running = next
-			case <-ctx.Done():
-				_ = srv.Close(context.Background()) // it served nothing: no worker to stop
-				return
-			}
+	go rl.watch(ctx, running, log, func(next *config.Config) error {
+		srv, err := server.New(next, opts)
+		if err != nil {
+			return err
 		}
-	}()
+		select {
+		case out <- srv:
+			return nil
+		case <-ctx.Done():
+			_ = srv.Close(context.Background()) // it served nothing: no worker to stop
+			return ctx.Err()
+		}
+	})
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -489,55 +488,21 @@ account = "svc"
 func TestAppConcurrencyLetsOneFastCGIWorkerTakeSeveralRequests(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := fcgiWorkerBin(t)
-	as := startApps(t, appState(t), appIdentities+`
-[[app]]
-path = "/app/"
-protocol = "fastcgi"
-command = [`+strconv.Quote(bin)+`]
-run_as = "account"
-account = "svc"
-workers = 1
-concurrency = 2
-max_queue = 0
-`)
-	if resp, err := http.Get(as.url + "/app/hello"); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("the worker does not start: %v %v", resp, err)
-	} else {
-		resp.Body.Close()
+	as := startApps(t, appState(t), appConfig(bin, "/app/", "workers = 1\nconcurrency = 2\nmax_queue = 0\n"))
+	if code, body := fetch(as.url + "/app/hello"); code != 200 {
+		t.Fatalf("the worker does not start: %d %q", code, body)
 	}
 	// Two requests hold the worker until their bodies end.
-	var bodies []*io.PipeWriter
-	done := make(chan string, 2)
-	for range 2 {
-		pr, pw := io.Pipe()
-		bodies = append(bodies, pw)
-		go func() {
-			resp, err := http.Post(as.url+"/app/block", "text/plain", pr)
-			if err != nil {
-				done <- err.Error()
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			done <- fmt.Sprintf("%d %s", resp.StatusCode, b)
-		}()
-		pw.Write([]byte("x"))
+	body1, held1 := holdWorker(as.url + "/app/block")
+	body2, held2 := holdWorker(as.url + "/app/block")
+	waitInFlight(t, as.srv, 2, held1, held2)
+	if code, body := fetch(as.url + "/app/hello"); code != http.StatusServiceUnavailable || !strings.Contains(body, "queue full") {
+		t.Errorf("a third request: %d %q, want 503 queue full", code, body)
 	}
-	waitInFlight(t, as.srv, 2, done)
-	resp, err := http.Get(as.url + "/app/hello")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "queue full") {
-		t.Errorf("a third request: %d %q, want 503 queue full", resp.StatusCode, b)
-	}
-	for _, pw := range bodies {
-		pw.Close()
-	}
-	for range 2 {
-		if d := <-done; d != "200 unblocked" {
+	body1.Close()
+	body2.Close()
+	for _, held := range []chan string{held1, held2} {
+		if d := <-held; d != "200 unblocked" {
 			t.Errorf("a held request ended with %q", d)
 		}
 	}

@@ -203,8 +203,8 @@ func waitLogged(t *testing.T, log *testutil.LogBuffer, s string) {
 }
 
 // waitInFlight waits until s's app workers hold n requests; a request
-// that ends first (on ended) fails the test.
-func waitInFlight(t *testing.T, s *Server, n int, ended <-chan string) {
+// that ends first (on one of ended) fails the test.
+func waitInFlight(t *testing.T, s *Server, n int, ended ...chan string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -215,10 +215,12 @@ func waitInFlight(t *testing.T, s *Server, n int, ended <-chan string) {
 		if got == n {
 			return
 		}
-		select {
-		case d := <-ended:
-			t.Fatalf("a request ended while it should hold a worker: %s", d)
-		default:
+		for _, e := range ended {
+			select {
+			case d := <-e:
+				t.Fatalf("a request ended while it should hold a worker: %s", d)
+			default:
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d requests in flight after 10s, want %d", got, n)
