@@ -79,3 +79,47 @@ workers = 1
 	gone(t, worker, 5*time.Second)
 	gone(t, pid, 5*time.Second)
 }
+
+// TestSIGHUPAddsAndRemovesAnAppBehindTheBoundary: an app that a reload
+// adds to a configuration that had none runs through the spawner as its
+// account (the spawner makes the front's socket directory first), and one
+// that a reload removes has its worker stopped.
+func TestSIGHUPAddsAndRemovesAnAppBehindTheBoundary(t *testing.T) {
+	testutil.RequireRoot(t)
+	if _, err := os.Stat("/usr/bin/php-cgi"); err != nil {
+		t.Skip("php-cgi is not installed (apt-get install php-cgi)")
+	}
+	in := startSuserve(t, `backend = "none"`)
+	base, err := os.ReadFile(filepath.Join(in.dir, "suserve.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	php := filepath.Join(in.dir, "php")
+	if err := os.Mkdir(php, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(php, "index.php"), []byte(`<?php echo posix_geteuid(), " ", getmypid(), "\n";`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in.reload(string(base)+fmt.Sprintf(`
+[[app]]
+path = "/php/"
+protocol = "fastcgi"
+dir = %q
+command = ["/usr/bin/php-cgi"]
+run_as = "account"
+account = "alice"
+`, php), "configuration reloaded")
+	out, err := in.get("/php/index.php", 10*time.Second)
+	f := strings.Fields(out)
+	if err != nil || len(f) != 2 || f[0] != strconv.Itoa(testutil.AliceUID) {
+		t.Fatalf("the app a reload added: %q %v", out, err)
+	}
+	pid, _ := strconv.Atoi(f[1])
+
+	in.reload(string(base), "configuration reloaded")
+	if out, err := in.get("/php/index.php", 5*time.Second); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("the app a reload removed: %q %v, want 404", out, err)
+	}
+	gone(t, pid, 15*time.Second)
+}

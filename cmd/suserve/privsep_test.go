@@ -154,6 +154,26 @@ account = "alice"
 	return in
 }
 
+// reload writes text to the configuration file, sends suserve SIGHUP and
+// waits for one more log line containing wantLog.
+func (in *instance) reload(text, wantLog string) {
+	in.t.Helper()
+	before := in.log.Count(wantLog)
+	if err := os.WriteFile(filepath.Join(in.dir, "suserve.toml"), []byte(text), 0o644); err != nil {
+		in.t.Fatal(err)
+	}
+	if err := in.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		in.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for in.log.Count(wantLog) == before {
+		if time.Now().After(deadline) {
+			in.t.Fatalf("no new %q in the log after SIGHUP:\n%s", wantLog, in.log.String())
+		}
+		time.Sleep(5 * time.Millisecond) // the log has no event to wait on
+	}
+}
+
 // startInstance starts cmd, suserve serving on addr with its files in
 // dir, and stops it at the end of the test: SIGTERM, then a kill after 15s.
 func startInstance(t *testing.T, dir, addr string, cmd *exec.Cmd) *instance {
@@ -777,23 +797,7 @@ func TestSIGHUPReloadsTheSpawnerAndThenTheFront(t *testing.T) {
 		t.Fatal("/more/ serves before it is configured")
 	}
 	more := string(base) + fmt.Sprintf("\n[[route]]\npath = \"/more/\"\ndir = %q\nrun_as = \"account\"\naccount = \"alice\"\n", filepath.Join(in.dir, "cgi"))
-	reload := func(text string, wantLog string) {
-		t.Helper()
-		before := in.log.Count(wantLog)
-		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := in.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for in.log.Count(wantLog) == before {
-			if time.Now().After(deadline) {
-				t.Fatalf("no new %q in the log after SIGHUP:\n%s", wantLog, in.log.String())
-			}
-			time.Sleep(5 * time.Millisecond) // the log has no event to wait on
-		}
-	}
+	reload := func(text, wantLog string) { in.reload(text, wantLog) }
 	reload(more, "configuration reloaded")
 	want := fmt.Sprintf("hello %d\n", testutil.AliceUID)
 	if out, err := in.get("/more/hello", 5*time.Second); err != nil || out != want {
@@ -878,18 +882,7 @@ func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling the port for the server to come up
 	}
-	if err := os.WriteFile(file, []byte(conf+route("/more/")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := in.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	for in.log.Count("configuration reloaded") == 0 {
-		if time.Now().After(deadline.Add(10 * time.Second)) {
-			t.Fatal("no reload in the log after SIGHUP")
-		}
-		time.Sleep(5 * time.Millisecond) // the log has no event to wait on
-	}
+	in.reload(conf+route("/more/"), "configuration reloaded")
 	if out, err := in.get("/more/hello", 5*time.Second); err != nil || out != want {
 		t.Errorf("/more/hello after the reload: %q %v", out, err)
 	}
