@@ -13,6 +13,31 @@ import (
 	"github.com/suserve/suserve/internal/testutil"
 )
 
+// phpApp writes dir/php/index.php, a page that says its euid and pid, and
+// returns the [[app]] section that serves it at /php/ under php-cgi as
+// alice.
+func phpApp(t *testing.T, dir string) string {
+	t.Helper()
+	php := filepath.Join(dir, "php")
+	if err := os.Mkdir(php, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	page := filepath.Join(php, "index.php")
+	if err := os.WriteFile(page, []byte(`<?php echo posix_geteuid(), " ", getmypid(), "\n";`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf(`
+[[app]]
+path = "/php/"
+protocol = "fastcgi"
+dir = %q
+command = ["/usr/bin/php-cgi"]
+run_as = "account"
+account = "alice"
+workers = 1
+`, php)
+}
+
 // TestAppWorkersRunBehindThePrivilegeBoundary: suserve started as root
 // serves a PHP app under Debian's php-cgi through FastCGI. The worker runs
 // as the app's account, is the spawner's child (the front, which creates
@@ -23,26 +48,7 @@ func TestAppWorkersRunBehindThePrivilegeBoundary(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/php-cgi"); err != nil {
 		t.Skip("php-cgi is not installed (apt-get install php-cgi)")
 	}
-	in := startSuserveWith(t, `backend = "auto"`, func(dir string) string {
-		php := filepath.Join(dir, "php")
-		if err := os.Mkdir(php, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		page := filepath.Join(php, "index.php")
-		if err := os.WriteFile(page, []byte(`<?php echo posix_geteuid(), " ", getmypid(), "\n";`), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return fmt.Sprintf(`
-[[app]]
-path = "/php/"
-protocol = "fastcgi"
-dir = %q
-command = ["/usr/bin/php-cgi"]
-run_as = "account"
-account = "alice"
-workers = 1
-`, php)
-	})
+	in := startSuserveWith(t, `backend = "auto"`, func(dir string) string { return phpApp(t, dir) })
 	out, err := in.get("/php/index.php", 10*time.Second)
 	if err != nil {
 		t.Fatalf("%v\nlog:\n%s", err, in.log.String())
@@ -94,22 +100,7 @@ func TestSIGHUPAddsAndRemovesAnAppBehindTheBoundary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	php := filepath.Join(in.dir, "php")
-	if err := os.Mkdir(php, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(php, "index.php"), []byte(`<?php echo posix_geteuid(), " ", getmypid(), "\n";`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	in.reload(string(base)+fmt.Sprintf(`
-[[app]]
-path = "/php/"
-protocol = "fastcgi"
-dir = %q
-command = ["/usr/bin/php-cgi"]
-run_as = "account"
-account = "alice"
-`, php), "configuration reloaded")
+	in.reload(string(base)+phpApp(t, in.dir), "configuration reloaded")
 	out, err := in.get("/php/index.php", 10*time.Second)
 	f := strings.Fields(out)
 	if err != nil || len(f) != 2 || f[0] != strconv.Itoa(testutil.AliceUID) {
