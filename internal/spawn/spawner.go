@@ -217,28 +217,41 @@ func (fc *frontConn) refuse(id uint64, err error) {
 }
 
 // spawn carries out one request. The request's descriptors are the
-// program's stdin, stdout and stderr; they are closed once the program has
-// them, so that the front sees the program close its output when it does,
-// not when the spawner has reported its exit.
+// program's stdin, stdout and stderr.
 func (fc *frontConn) spawn(m *Message) {
 	r := m.Spawn
+	attrs := []any{"route", r.Route, "identity", r.Identity, "program", r.Path}
 	spec, err := fc.spec(r, m.FDs)
 	if err != nil {
-		m.Close()
-		fc.log.Warn("spawner refused a request", "route", r.Route, "identity", r.Identity, "program", r.Path, "cause", err.Error())
-		fc.refuse(r.ID, err)
+		fc.refused(m, r.ID, err, attrs)
 		return
 	}
 	// The program's lifetime is the front's, not the request's: the front
 	// kills it with a kill message, and its death kills everything.
 	p, err := fc.s.Local.Start(fc.ctx, spec)
+	fc.started(m, r.ID, p, err, attrs)
+}
+
+// refused answers a request that failed its checks, closing its
+// descriptors. attrs name it in the log.
+func (fc *frontConn) refused(m *Message, id uint64, err error, attrs []any) {
+	m.Close()
+	fc.log.Warn("spawner refused a request", append(attrs, "cause", err.Error())...)
+	fc.refuse(id, err)
+}
+
+// started follows a request's start, which returned p or err. The
+// request's descriptors are closed now that the program has its own, so
+// that the front sees the program close its output when it does, not when
+// the spawner has reported its exit.
+func (fc *frontConn) started(m *Message, id uint64, p *Process, err error, attrs []any) {
 	m.Close()
 	if err != nil {
-		fc.log.Info("spawner did not start a program", "route", r.Route, "identity", r.Identity, "program", r.Path, "cause", err.Error())
-		fc.refuse(r.ID, err)
+		fc.log.Info("spawner did not start a program", append(attrs, "cause", err.Error())...)
+		fc.refuse(id, err)
 		return
 	}
-	fc.watch(r.ID, p)
+	fc.watch(id, p)
 }
 
 // watch registers a started program, replies to request id, waits for the
@@ -323,21 +336,14 @@ func hasDotDot(p string) bool {
 // spawner's configuration, with the front's socket and log pipe.
 func (fc *frontConn) worker(m *Message) {
 	r := m.Worker
+	attrs := []any{"app", r.App, "identity", r.Identity}
 	spec, err := fc.workerSpec(r, m.FDs)
 	if err != nil {
-		m.Close()
-		fc.log.Warn("spawner refused a worker", "app", r.App, "identity", r.Identity, "cause", err.Error())
-		fc.refuse(r.ID, err)
+		fc.refused(m, r.ID, err, attrs)
 		return
 	}
 	p, err := fc.s.Local.StartWorker(fc.ctx, spec)
-	m.Close() // as spawn's: the worker has its own
-	if err != nil {
-		fc.log.Info("spawner did not start a worker", "app", r.App, "identity", r.Identity, "cause", err.Error())
-		fc.refuse(r.ID, err)
-		return
-	}
-	fc.watch(r.ID, p)
+	fc.started(m, r.ID, p, err, attrs)
 }
 
 // workerSpec checks a worker request's descriptors and builds its spec. The
