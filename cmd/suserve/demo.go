@@ -22,7 +22,7 @@ const demoFrontUID = 61050
 // demo users' configuration is written to the state directory, and the
 // spawner starts an unprivileged front for it, so that nothing that parses
 // HTTP runs as root even in the demo.
-func runRootDemo(ctx context.Context, base *config.Config, listenKey string, log *slog.Logger, stdout io.Writer) error {
+func runRootDemo(ctx context.Context, base *config.Config, listenKey string, log *slog.Logger, stdout io.Writer, rl *reloading) error {
 	state, cleanup, err := server.PrepareState(base.Server.StateDir)
 	if err != nil {
 		return err
@@ -51,7 +51,7 @@ func runRootDemo(ctx context.Context, base *config.Config, listenKey string, log
 	for _, u := range users {
 		fmt.Fprintf(stdout, "  demo user %s (uid %d), password %s\n", u.Name, u.UID, u.Password)
 	}
-	// The demo's configuration is made here, not read from a file: there
-	// is nothing to reload.
-	return runSpawner(ctx, cfg, listenKey, log, nil)
+	// rl has no file: the demo's configuration is made here, and a SIGHUP
+	// only says there is nothing to reload.
+	return runSpawner(ctx, cfg, listenKey, log, true, rl)
 }

@@ -169,7 +169,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	rl := &reloading{hup: hup, path: *path, override: override}
-	if err := start(ctx, cfg, *path == "", listenKey, log, stdout, rl); err != nil {
+	if err := start(ctx, cfg, listenKey, log, stdout, rl); err != nil {
 		log.Error("suserve cannot start", "err", err.Error())
 		fmt.Fprintf(stderr, "suserve: %v\n", err)
 		return 1
@@ -184,17 +184,19 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, nil))
 }
 
-// start opens the listeners, prepares the state directory and the demo, and
-// serves until ctx ends, reloading the configuration on rl's signals.
-func start(ctx context.Context, cfg *config.Config, demo bool, listenKey string, log *slog.Logger, stdout io.Writer, rl *reloading) error {
+// start opens the listeners, prepares the state directory and the demo (when
+// no file was given), and serves until ctx ends, reloading the
+// configuration on rl's signals.
+func start(ctx context.Context, cfg *config.Config, listenKey string, log *slog.Logger, stdout io.Writer, rl *reloading) error {
+	demo := rl.path == ""
 	// Nothing that parses network input runs as root: see privsep.go.
 	switch {
 	case isFront():
 		return runFront(ctx, cfg, log, rl)
 	case os.Geteuid() == 0 && demo:
-		return runRootDemo(ctx, cfg, listenKey, log, stdout)
+		return runRootDemo(ctx, cfg, listenKey, log, stdout, rl)
 	case os.Geteuid() == 0:
-		return runSpawner(ctx, cfg, listenKey, log, rl)
+		return runSpawner(ctx, cfg, listenKey, log, false, rl)
 	}
 	ln, err := server.Listen(cfg.Server.Listen, listenKey)
 	if err != nil {

@@ -65,10 +65,9 @@ func frontCredential(name string) (*syscall.Credential, error) {
 }
 
 // runSpawner is start for a server started as root with a configuration
-// file: the listeners stay here, the front runs as [server] user. rl is
-// nil for the demo, which has no file to reload.
-func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *slog.Logger, rl *reloading) error {
-	demo := rl == nil
+// file (or the demo): the listeners stay here, the front runs as [server]
+// user.
+func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *slog.Logger, demo bool, rl *reloading) error {
 	cred, err := frontCredential(cfg.Server.User)
 	if err != nil {
 		return err
@@ -136,9 +135,7 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 		Drain:   cfg.Server.ShutdownTimeout.D() + frontGrace,
 	}
 	log.Info("suserve listening", "addr", "http://"+ln.Addr().String()+"/", "config", displayName(cfg.File), "state_dir", state, "front_user", cfg.Server.User)
-	if rl != nil {
-		go spawnerReloads(ctx, rl, cfg, state, cred, launch.Identities, sp, sup, log)
-	}
+	go spawnerReloads(ctx, rl, cfg, state, cred, launch.Identities, sp, sup, log)
 	return sup.Run(ctx)
 }
 
