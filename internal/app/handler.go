@@ -325,11 +325,14 @@ func spool(body io.Reader) (*os.File, int64, error) {
 	return f, n, nil
 }
 
+// copyBufSize is the size of the body copy buffers.
+const copyBufSize = 32 << 10
+
 // Buffers reused across requests: a response's header reader and its body
 // copy buffer.
 var (
 	readers  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
-	copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 )
 
 // copyFlushing streams the response body, flushing what was written at most

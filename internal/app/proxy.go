@@ -77,10 +77,10 @@ type proxyBuffers struct{}
 func (proxyBuffers) Get() []byte { return *copyBufs.Get().(*[]byte) }
 
 func (proxyBuffers) Put(b []byte) {
-	if cap(b) < 32<<10 {
+	if cap(b) < copyBufSize {
 		return
 	}
-	b = b[:32<<10]
+	b = b[:copyBufSize]
 	copyBufs.Put(&b)
 }
 
