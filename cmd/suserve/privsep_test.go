@@ -217,22 +217,28 @@ func (in *instance) get(path string, timeout time.Duration) (string, error) {
 // waitServing polls the port until a program runs through it.
 func (in *instance) waitServing(within time.Duration) {
 	in.t.Helper()
+	if out, want := in.poll("/cgi-bin/hello", within), fmt.Sprintf("hello %d\n", testutil.AliceUID); out != want {
+		in.t.Fatalf("hello says %q, want %q", out, want)
+	}
+}
+
+// poll requests path until it answers 200 and returns the body. suserve
+// exiting, or within passing first, fails the test.
+func (in *instance) poll(path string, within time.Duration) string {
+	in.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		out, err := in.get("/cgi-bin/hello", time.Second)
+		out, err := in.get(path, time.Second)
 		if err == nil {
-			if want := fmt.Sprintf("hello %d\n", testutil.AliceUID); out != want {
-				in.t.Fatalf("hello says %q, want %q", out, want)
-			}
-			return
+			return out
+		}
+		if time.Now().After(deadline) {
+			in.t.Fatalf("suserve does not serve %s within %v: %v\n%s", path, within, err, in.log.String())
 		}
 		select {
 		case <-in.done:
 			in.t.Fatalf("suserve exited: %v\n%s", in.cmd.ProcessState, in.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			in.t.Fatalf("suserve does not serve within %v: %v\n%s", within, err, in.log.String())
+		case <-time.After(20 * time.Millisecond): // polling the port for the server to come up
 		}
 	}
 }
@@ -712,62 +718,20 @@ run_as = "owner"
 // run as themselves.
 func TestDemoAsRootServesFromAnUnprivilegedFront(t *testing.T) {
 	testutil.RequireRoot(t)
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
-	addr, admin := free(), free()
-	out := &testutil.LogBuffer{}
-	cmd := exec.Command(binary, "-listen", addr, "-admin-listen", admin)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("suserve's output:\n%s", out)
-		}
-	})
-	in := &instance{t: t, addr: addr, cmd: cmd, log: out, done: done}
-	var body string
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		var err error
-		if body, err = in.get("/cgi-bin/hello", time.Second); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the demo does not serve: %v", err)
-		}
-		select {
-		case <-done:
-			t.Fatalf("suserve exited: %v", cmd.ProcessState)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	addr := freeAddr(t)
+	in := startInstance(t, "", addr, exec.Command(binary, "-listen", addr, "-admin-listen", freeAddr(t)))
+	body := in.poll("/cgi-bin/hello", 10*time.Second)
 	if !strings.Contains(body, "guest (uid 61000)") {
 		t.Errorf("an anonymous request did not run as the demo's guest: %q", body)
 	}
-	fronts := children(cmd.Process.Pid, demoFrontUID)
+	fronts := children(in.cmd.Process.Pid, demoFrontUID)
 	if len(fronts) != 1 {
 		t.Fatalf("fronts as uid %d: %v", demoFrontUID, fronts)
 	}
 	if st := status(fronts[0]); st["CapEff"] != "0000000000000000" {
 		t.Errorf("the demo's front has capabilities %s", st["CapEff"])
 	}
-	line := out.LineWith("demo user alice")
+	line := in.log.LineWith("demo user alice")
 	pw := line[strings.LastIndex(line, " ")+1:]
 	req, _ := http.NewRequest("GET", "http://"+addr+"/login/cgi-bin/whoami", nil)
 	req.SetBasicAuth("alice", pw)
@@ -797,20 +761,19 @@ func TestSIGHUPReloadsTheSpawnerAndThenTheFront(t *testing.T) {
 		t.Fatal("/more/ serves before it is configured")
 	}
 	more := string(base) + fmt.Sprintf("\n[[route]]\npath = \"/more/\"\ndir = %q\nrun_as = \"account\"\naccount = \"alice\"\n", filepath.Join(in.dir, "cgi"))
-	reload := func(text, wantLog string) { in.reload(text, wantLog) }
-	reload(more, "configuration reloaded")
+	in.reload(more, "configuration reloaded")
 	want := fmt.Sprintf("hello %d\n", testutil.AliceUID)
 	if out, err := in.get("/more/hello", 5*time.Second); err != nil || out != want {
 		t.Fatalf("/more/hello after the reload: %q %v", out, err)
 	}
 
 	// A problem in the file: refused with its line; both routes still serve.
-	reload(more+"\n[cgi]\nheader_timeout = \"soon\"\n", "reload refused")
+	in.reload(more+"\n[cgi]\nheader_timeout = \"soon\"\n", "reload refused")
 	if !strings.Contains(in.log.String(), file+":") || !strings.Contains(in.log.String(), "header_timeout") {
 		t.Errorf("the refusal does not name the file, line and key:\n%s", in.log.String())
 	}
 	// A new listener needs a restart.
-	reload(strings.Replace(more, in.addr, "127.0.0.1:1", 1), "change only with a restart")
+	in.reload(strings.Replace(more, in.addr, "127.0.0.1:1", 1), "change only with a restart")
 	if !strings.Contains(in.log.String(), "keys=server.listen") {
 		t.Errorf("the refusal does not name server.listen:\n%s", in.log.String())
 	}
@@ -871,16 +834,8 @@ func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
 	in := startInstance(t, dir, addr, cmd)
 	want := fmt.Sprintf("hello %d\n", uid)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, err := in.get("/cgi-bin/hello", time.Second)
-		if err == nil && out == want {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("suserve does not serve: %q %v", out, err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling the port for the server to come up
+	if out := in.poll("/cgi-bin/hello", 10*time.Second); out != want {
+		t.Fatalf("hello says %q, want %q", out, want)
 	}
 	in.reload(conf+route("/more/"), "configuration reloaded")
 	if out, err := in.get("/more/hello", 5*time.Second); err != nil || out != want {
