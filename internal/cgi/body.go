@@ -92,11 +92,8 @@ func (h *Handler) openBody(w http.ResponseWriter, r *http.Request) (*requestBody
 		if r.Header.Get("Content-Length") != "" || r.Method == http.MethodPost || r.Method == http.MethodPut {
 			b.length = 0
 		}
-		f, err := os.Open(os.DevNull)
-		if err != nil {
-			return nil, &Failure{Cause: LaunchFailed, Detail: err.Error(), Status: http.StatusInternalServerError, Exit: -1, Err: err}
-		}
-		b.child = f
+		// No body: the program's stdin is /dev/null, which the launcher
+		// keeps open for every program (child nil).
 		return b, nil
 	}
 	if mem, ok := b.src.(*bytes.Reader); ok && mem.Len() <= pipeWriteSafe {
@@ -104,7 +101,7 @@ func (h *Handler) openBody(w http.ResponseWriter, r *http.Request) (*requestBody
 		_, _ = mem.Read(buf)
 		return b, b.preload(buf)
 	}
-	pr, pw, err := os.Pipe()
+	pw, pr, err := childPipe(true)
 	if err != nil {
 		return nil, &Failure{Cause: LaunchFailed, Detail: "stdin pipe: " + err.Error(), Status: http.StatusServiceUnavailable, Exit: -1, Err: err}
 	}
@@ -115,7 +112,7 @@ func (h *Handler) openBody(w http.ResponseWriter, r *http.Request) (*requestBody
 // preload writes a small body into a new pipe and closes it: the program
 // reads it and then end of file.
 func (b *requestBody) preload(buf []byte) *Failure {
-	pr, pw, err := os.Pipe()
+	pw, pr, err := childPipe(true)
 	if err != nil {
 		return &Failure{Cause: LaunchFailed, Detail: "stdin pipe: " + err.Error(), Status: http.StatusServiceUnavailable, Exit: -1, Err: err}
 	}

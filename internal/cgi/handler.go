@@ -225,12 +225,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *Record) str
 	}
 	defer body.stop()
 
-	outR, outW, err := os.Pipe()
+	outR, outW, err := childPipe(false)
 	if err != nil {
 		h.fail(w, r, rec, &Failure{Cause: LaunchFailed, Detail: "stdout pipe: " + err.Error(), Status: http.StatusServiceUnavailable, Exit: -1, Err: err})
 		return ""
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := childPipe(false)
 	if err != nil {
 		outR.Close()
 		outW.Close()

@@ -15,7 +15,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -767,8 +769,11 @@ func TestCommandDescribesTheProgramToTheLauncher(t *testing.T) {
 		cmd.Identity != "alice" || cmd.Route != "/cgi-bin/" || cmd.RouteDir != root {
 		t.Errorf("command %+v", cmd)
 	}
-	if cmd.Stdin == nil || cmd.Stdout == nil || cmd.Stderr == nil {
+	if cmd.Stdout == nil || cmd.Stderr == nil {
 		t.Errorf("standard streams missing: %+v", cmd)
+	}
+	if cmd.Stdin != nil {
+		t.Errorf("a GET's stdin is %v, want nil (the launcher's /dev/null)", cmd.Stdin.Name())
 	}
 	if rec := s.waitServed(t, "cmd"); rec.Identity != "alice" || rec.Program != prog {
 		t.Errorf("record %+v", rec)
@@ -851,5 +856,55 @@ func TestHTTP2StreamsBothWays(t *testing.T) {
 	env := readEnv(t, s.get(t, "/cgi-bin/env", "h2env"))
 	if env["SERVER_PROTOCOL"] != "HTTP/2.0" || env["HTTPS"] != "on" {
 		t.Errorf("SERVER_PROTOCOL %q HTTPS %q", env["SERVER_PROTOCOL"], env["HTTPS"])
+	}
+}
+
+func TestProgramsGetBlockingStandardStreams(t *testing.T) {
+	s := newTestServer(t, false, func(*Handler) {})
+	for _, tt := range []struct {
+		name, stdin string
+		body        []byte
+	}{
+		{"no body", "/dev/null", nil},
+		{"small body", "pipe:", []byte("small")},
+		{"streamed body", "pipe:", bytes.Repeat([]byte("x"), 64<<10)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			method, body := http.MethodGet, io.Reader(nil)
+			if tt.body != nil {
+				method, body = http.MethodPost, bytes.NewReader(tt.body)
+			}
+			req, err := http.NewRequest(method, s.URL+"/cgi-bin/stdio", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := s.do(t, req, "stdio")
+			out, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("status %d, %v", resp.StatusCode, err)
+			}
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			if len(lines) != 3 {
+				t.Fatalf("output %q", out)
+			}
+			for fd, line := range lines {
+				name, flags, ok := strings.Cut(line, " ")
+				want := "pipe:"
+				if fd == 0 {
+					want = tt.stdin
+				}
+				if !ok || !strings.HasPrefix(name, want) {
+					t.Errorf("fd %d is %q, want %s", fd, line, want)
+				}
+				f, err := strconv.ParseUint(flags, 8, 32)
+				if err != nil {
+					t.Fatalf("fd %d flags %q: %v", fd, flags, err)
+				}
+				if f&syscall.O_NONBLOCK != 0 {
+					t.Errorf("fd %d (%s) is non-blocking (flags %s): programs expect blocking stdio", fd, name, flags)
+				}
+			}
+		})
 	}
 }

@@ -26,7 +26,8 @@ type Command struct {
 	RouteDir string   // that route's directory (after {user}/{home} expansion)
 
 	// The child's ends of its standard streams. The launcher hands them to the
-	// program; the caller closes its copies after Start returns.
+	// program; the caller closes its copies after Start returns. A nil
+	// one is /dev/null (Stdin of a request without a body).
 	Stdin, Stdout, Stderr *os.File
 }
 

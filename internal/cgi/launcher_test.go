@@ -16,10 +16,19 @@ import (
 type execLauncher struct{}
 
 func (execLauncher) Start(_ context.Context, cmd *Command) (Process, error) {
+	stdin := cmd.Stdin
+	if stdin == nil {
+		null, err := os.Open(os.DevNull)
+		if err != nil {
+			return nil, err
+		}
+		defer null.Close()
+		stdin = null
+	}
 	p, err := os.StartProcess(cmd.Path, cmd.Args, &os.ProcAttr{
 		Dir:   cmd.Dir,
 		Env:   cmd.Env,
-		Files: []*os.File{cmd.Stdin, cmd.Stdout, cmd.Stderr},
+		Files: []*os.File{stdin, cmd.Stdout, cmd.Stderr},
 		Sys:   &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL},
 	})
 	if err != nil {

@@ -74,9 +74,13 @@ case "$PATH_INFO" in
 /exit) read go < "$QUERY_STRING"; printf 'Content-Type: text/plain\n\ndone\n'; exit 0 ;;
 esac
 exec sleep 1000`,
-	"pause":    `printf 'Content-Type: text/plain\n\nbefore\n'; sleep 0.5; echo after`,
-	"marker":   `touch "$QUERY_STRING"; printf 'Content-Type: text/plain\n\nran\n'`,
-	"chatter":  `i=0; while [ $i -lt 400 ]; do echo "chatter $i" >&2; i=$((i+1)); done; printf 'Content-Type: text/plain\n\nok\n'`,
+	"pause":   `printf 'Content-Type: text/plain\n\nbefore\n'; sleep 0.5; echo after`,
+	"marker":  `touch "$QUERY_STRING"; printf 'Content-Type: text/plain\n\nran\n'`,
+	"chatter": `i=0; while [ $i -lt 400 ]; do echo "chatter $i" >&2; i=$((i+1)); done; printf 'Content-Type: text/plain\n\nok\n'`,
+	// stdio reports what its standard streams are and their status flags
+	// (octal, from fdinfo), a line each.
+	"stdio": `printf 'Content-Type: text/plain\n\n'
+for fd in 0 1 2; do echo "$(readlink /proc/$$/fd/$fd) $(sed -n 's/^flags:[[:space:]]*//p' /proc/$$/fdinfo/$fd)"; done`,
 	"sub/prog": `printf 'Content-Type: text/plain\n\n%s|%s\n' "$SCRIPT_NAME" "$PATH_INFO"`,
 }
 
