@@ -842,3 +842,11 @@ func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
 		t.Errorf("/more/hello after the reload: %q %v", out, err)
 	}
 }
+
+func TestSpawnerRunsOnOnePPerEightCPUs(t *testing.T) {
+	for _, tt := range []struct{ ncpu, want int }{{1, 1}, {2, 1}, {15, 1}, {16, 2}, {64, 8}} {
+		if got := spawnerProcs(tt.ncpu); got != tt.want {
+			t.Errorf("spawnerProcs(%d) = %d, want %d", tt.ncpu, got, tt.want)
+		}
+	}
+}
