@@ -11,7 +11,6 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/suserve/suserve/internal/auth"
-	"github.com/suserve/suserve/internal/config"
 )
 
 // authenticatedRow serves the hello program in authenticated mode: every
@@ -38,18 +37,11 @@ func authenticatedRow(dir, prog string) (target, error) {
 	if err := auth.SetPassword(htpasswd, user, []byte(password), bcrypt.DefaultCost); err != nil {
 		return target{}, err
 	}
-	text := strings.Replace(privsepConfig("127.0.0.1:0", adir, "suserve-bench-auth", "none"), `run_as = "account"
+	config := func(addr string) string {
+		text := strings.Replace(privsepConfig(addr, adir, "suserve-bench-auth", "none"), `run_as = "account"
 account = "bench"`, `run_as = "authenticated"`, 1)
-	text = strings.Replace(text, "[identities]", fmt.Sprintf("[auth]\nmode = \"basic\"\nhtpasswd = %q\n\n[identities]", htpasswd), 1)
-	cfg, err := config.Parse([]byte(text), "(bench auth)")
-	if err != nil {
-		return target{}, err
+		return strings.Replace(text, "[identities]", fmt.Sprintf("[auth]\nmode = \"basic\"\nhtpasswd = %q\n\n[identities]", htpasswd), 1)
 	}
-	t, err := serveConfig("suserve in-process, authenticated (warm cache), cells none", cfg, dir, "/cgi-bin/hello")
-	if err != nil {
-		return target{}, err
-	}
-	t.base = bySetuidLimit
-	t.header = http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))}}
-	return t, nil
+	header := http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))}}
+	return startChild("suserve in-process, authenticated (warm cache), cells none", dir, "auth", "/cgi-bin/hello", header, config, inProcessCommand(dir))
 }

@@ -31,7 +31,16 @@ func main() {
 	connList := flag.String("conns", "1,4,32", "connection counts for the HTTP rows")
 	rowsRe := flag.String("rows", "", "measure only the HTTP and app rows whose name matches this regular expression (the limits are always measured)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (servers in this process included) to this file")
+	serveConf := flag.String("serve", "", "serve this configuration file with suserve in-process and measure nothing (how the bench starts the in-process rows that run as root in their own process)")
+	state := flag.String("state", "", "the state directory for -serve")
 	flag.Parse()
+	if *serveConf != "" {
+		if err := serveFile(*serveConf, *state); err != nil {
+			fmt.Fprintln(os.Stderr, "bench -serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var err error
 	if rowFilter, err = regexp.Compile(*rowsRe); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: -rows:", err)
@@ -119,20 +128,33 @@ func run(d time.Duration, connList string) error {
 			s.stop()
 		}
 	}()
-	for _, s := range setups {
-		if !rowFilter.MatchString(s.name) {
-			continue
-		}
-		b := base
-		if s.base != nil {
-			b = s.base(rows)
-		}
-		for _, c := range conns {
+	// The machine's speed drifts within a run: each connection count is
+	// measured for every setup before the next, so that the rows compared
+	// with each other (in-process and privilege-separated above all) are
+	// measured minutes apart at most, not a whole run.
+	var measured []row
+	for _, c := range conns {
+		for _, s := range setups {
+			if !rowFilter.MatchString(s.name) {
+				continue
+			}
+			b := base
+			if s.base != nil {
+				b = s.base(rows)
+			}
 			res, err := load(s.url, c, d, s.header)
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
-			rows = append(rows, row{name: s.name, conns: c, res: res, base: b})
+			measured = append(measured, row{name: s.name, conns: c, res: res, base: b})
+		}
+	}
+	// Printed a setup at a time, as they were started.
+	for _, s := range setups {
+		for _, r := range measured {
+			if r.name == s.name {
+				rows = append(rows, r)
+			}
 		}
 	}
 	apps, err := appRows(dir, conns, d) // apps.go
@@ -233,8 +255,33 @@ func print(w io.Writer, d time.Duration, rows []row) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d cores, %s per row; CPU is the whole machine's, load generator included; \"of which bench\" is this process's\n", numCPU(), d)
-	fmt.Fprintf(w, "share (load generator and in-process servers), the rest is programs, workers, privilege-separated processes and the machine's other work.\n")
+	fmt.Fprintf(w, "share (the load generator and the servers that run in it; as root, suserve's rows each run in a process of their own),\n")
+	fmt.Fprintf(w, "the rest is programs, workers, servers in their own processes and the machine's other work.\n")
 	fmt.Fprintf(w, "Each limit is the higher of its two measurements (start and end of the run); its rows show both against it.\n")
+	printPrivsep(w, rows)
+}
+
+// printPrivsep compares each privilege-separated row with the in-process
+// row of the same cells backend and connection count: req/s as a ratio and
+// the latency the boundary adds at the median.
+func printPrivsep(w io.Writer, rows []row) {
+	const ps, in = "suserve privsep, ", "suserve in-process, "
+	var out []string
+	for _, p := range rows {
+		rest, ok := strings.CutPrefix(p.name, ps)
+		if !ok {
+			continue
+		}
+		for _, r := range rows {
+			if r.name == in+rest && r.conns == p.conns && r.res.rate() > 0 {
+				out = append(out, fmt.Sprintf("  %s, %d conns: req/s %.2f of in-process, p50 %+.2f ms", rest, p.conns,
+					p.res.rate()/r.res.rate(), float64(p.res.pct(0.50)-r.res.pct(0.50))/float64(time.Millisecond)))
+			}
+		}
+	}
+	if len(out) > 0 {
+		fmt.Fprintf(w, "\nPrivilege separation against in-process, same run:\n%s\n", strings.Join(out, "\n"))
+	}
 }
 
 func numCPU() int { return runtime.NumCPU() }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -151,15 +153,24 @@ func privsepRows(dir, prog string) ([]target, error) {
 	return ts, nil
 }
 
-// inProcess is suserve in the bench's own (root) process.
+// inProcess is suserve in-process as root, in a process of its own (this
+// bench started again with -serve): like the privilege-separated rows, it
+// shares no runtime with the load generator, as no server in production
+// does.
 func inProcess(dir, pdir, url, cells string) (target, error) {
-	cfg, err := config.Parse([]byte(privsepConfig("127.0.0.1:0", pdir, "suserve-bench-inprocess-"+cells, cells)), "(bench)")
-	if err != nil {
-		return target{}, err
+	name := "suserve in-process, uid 61001, cells " + cells
+	config := func(addr string) string {
+		return privsepConfig(addr, pdir, "suserve-bench-inprocess-"+cells, cells)
 	}
-	t, err := serveConfig("suserve in-process, uid 61001, cells "+cells, cfg, dir, url)
-	t.base = bySetuidLimit
-	return t, err
+	return startChild(name, dir, "inprocess-"+cells, url, nil, config, inProcessCommand(dir))
+}
+
+// inProcessCommand runs this bench again with -serve: suserve in-process
+// on a configuration file, with dir as its state directory.
+func inProcessCommand(dir string) func(file string) *exec.Cmd {
+	return func(file string) *exec.Cmd {
+		return exec.Command("/proc/self/exe", "-serve", file, "-state", dir)
+	}
 }
 
 // serveConfig serves cfg in the bench's own process, with dir as its state
@@ -201,27 +212,40 @@ func startPrivsep(dir, pdir, url, cells, extra string) (target, error) {
 			return target{}, &buildError{err: err, out: string(out)}
 		}
 	}
+	config := func(addr string) string {
+		return privsepConfig(addr, pdir, "suserve-bench-privsep-"+cells, cells) + extra
+	}
+	return startChild("suserve privsep, uid 61001, cells "+cells, dir, "privsep-"+cells, url, nil, config, func(file string) *exec.Cmd {
+		return exec.Command(bin, "serve", "-config", file)
+	})
+}
+
+// startChild starts a server under test as a child process: config(addr)
+// is written to a file in dir (readable by a front running as another
+// user) and command(file) runs it. It is ready when url answers 200 to a
+// request with header, which the load sends too.
+func startChild(name, dir, file, url string, header http.Header, config func(addr string) string, command func(file string) *exec.Cmd) (target, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return target{}, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	file, err := os.CreateTemp(dir, "privsep-"+cells+"-*.toml")
+	f, err := os.CreateTemp(dir, file+"-*.toml")
 	if err != nil {
 		return target{}, err
 	}
-	file.Close()
+	f.Close()
 	// The front reads the file as its own user.
-	if err := os.Chmod(file.Name(), 0o644); err != nil {
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
 		return target{}, err
 	}
-	if err := os.WriteFile(file.Name(), []byte(privsepConfig(addr, pdir, "suserve-bench-privsep-"+cells, cells)+extra), 0o644); err != nil {
+	if err := os.WriteFile(f.Name(), []byte(config(addr)), 0o644); err != nil {
 		return target{}, err
 	}
-	cmd := exec.Command(bin, "serve", "-config", file.Name())
+	cmd := command(f.Name())
 	// Its log goes to /dev/null itself: a pipe to the bench would add a
-	// copy per access-log line that the in-process row does not pay.
+	// copy per access-log line.
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return target{}, err
@@ -260,7 +284,13 @@ func startPrivsep(dir, pdir, url, cells, extra string) (target, error) {
 	// spawner's backlog: each try has its own time limit.
 	probe := &http.Client{Timeout: 2 * time.Second}
 	for {
-		resp, err := probe.Get(full)
+		req, err := http.NewRequest(http.MethodGet, full, nil)
+		if err != nil {
+			stop()
+			return target{}, err
+		}
+		req.Header = header.Clone()
+		resp, err := probe.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -270,13 +300,54 @@ func startPrivsep(dir, pdir, url, cells, extra string) (target, error) {
 		}
 		select {
 		case <-done:
-			return target{}, fmt.Errorf("suserve with privilege separation exited: %v", cmd.ProcessState)
+			return target{}, fmt.Errorf("%s exited: %v", name, cmd.ProcessState)
 		default:
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return target{}, fmt.Errorf("suserve with privilege separation does not serve: %w", err)
+			return target{}, fmt.Errorf("%s does not serve: %w", name, err)
 		}
 	}
-	return target{name: "suserve privsep, uid 61001, cells " + cells, url: full, stop: stop, base: bySetuidLimit}, nil
+	return target{name: name, url: full, header: header, stop: stop, base: bySetuidLimit}, nil
+}
+
+// serveFile is -serve: suserve in-process on file's configuration, with
+// state as its state directory, until SIGTERM.
+func serveFile(file, state string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Parse(b, file)
+	if err != nil {
+		return err
+	}
+	log := quietLogger()
+	launch, err := server.NewLocal(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer launch.Close()
+	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: state})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	hs := &http.Server{Handler: srv.Handler()}
+	go func() {
+		<-ctx.Done()
+		hs.Close()
+	}()
+	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	srv.Close(cctx)
+	return nil
 }
