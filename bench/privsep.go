@@ -252,12 +252,14 @@ func startChild(name, dir, file, url string, header http.Header, config func(add
 	}
 	defer null.Close()
 	cmd.Stdout, cmd.Stderr = null, null
-	if v := os.Getenv("BENCH_PRIVSEP_GOMAXPROCS"); v != "" {
+	// BENCH_CHILD_GOMAXPROCS sets GOMAXPROCS of every server started as a
+	// child; BENCH_CHILD_LOG names a file their logs are appended to, for
+	// a row with errors.
+	if v := os.Getenv("BENCH_CHILD_GOMAXPROCS"); v != "" {
 		cmd.Env = append(os.Environ(), "GOMAXPROCS="+v)
 	}
-	if name := os.Getenv("BENCH_PRIVSEP_LOG"); name != "" {
-		// The server's log, for a row with errors.
-		f, err := os.Create(name)
+	if name := os.Getenv("BENCH_CHILD_LOG"); name != "" {
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
 			return target{}, err
 		}
