@@ -62,12 +62,13 @@ func benchCells() []string {
 	return []string{"none", "cgroup2", "auto"}
 }
 
-// privsepCells are the backends of the privilege-separation rows.
+// privsepCells are the backends of the privilege-separation rows: those
+// of the in-process rows, so that each is compared with its own.
 func privsepCells() []string {
 	if b := os.Getenv("BENCH_PRIVSEP_CELLS"); b != "" {
 		return strings.Split(b, ",")
 	}
-	return []string{"none", "auto"}
+	return benchCells()
 }
 
 // benchIdentities is the configuration's identity section: one static
