@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -79,6 +80,14 @@ const maxAttempts = 3
 // ServeHTTP passes the request to a worker of the request's pool.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := cgi.RecordFrom(r.Context())
+	if h.MaxRequestBody > 0 && r.ContentLength > h.MaxRequestBody {
+		// Known too large before a byte is read: 413 before any worker
+		// is asked, rather than whenever the worker's answer and the
+		// limit happen to cross. Before full duplex, which net/http
+		// cannot combine with a body the handler leaves unread.
+		h.fail(w, r, rec, nil, &Failure{Cause: "request body too large", Detail: fmt.Sprintf("Content-Length %d is over the limit of %d bytes", r.ContentLength, h.MaxRequestBody), Status: http.StatusRequestEntityTooLarge, Exit: -1})
+		return
+	}
 	// A worker may answer while the request body is still arriving (an
 	// echo, a transcoder): HTTP/1.1 allows it, net/http only when asked.
 	_ = http.NewResponseController(w).EnableFullDuplex()
@@ -180,7 +189,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, rec *cgi.Record, 
 	cgi.WriteErrorPage(w, cgi.ErrorPage{
 		Status: f.Status, Cause: string(f.Cause), RequestID: rec.ID,
 		Detail: f.Detail, Stderr: f.Stderr, RetryAfter: f.RetryAfter,
-		ShowDetail: h.Diagnostics,
+		ShowDetail: h.Diagnostics, Close: cgi.BodyMayBeUnread(r),
 	})
 }
 

@@ -137,6 +137,24 @@ func TestNoAuthenticatedUserIs401ForPerUserApps(t *testing.T) {
 	}
 }
 
+func TestAFailureAnswersALargePostWithItsPage(t *testing.T) {
+	// The handler switches to full duplex before it knows it will fail,
+	// and then leaves the body unread.
+	u := &UserPools{New: func(id string) *Pool { t.Fatal("no pool should be made"); return nil }}
+	srv := serve(t, &Handler{Pools: u, Prefix: "/app/"}, "")
+	for i := range 10 {
+		resp, err := http.Post(srv.URL+"/app/x", "text/plain", strings.NewReader(strings.Repeat("x", 100000)))
+		if err != nil {
+			t.Fatalf("try %d: %v", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(b), string(NoUser)) {
+			t.Fatalf("try %d: %d %q %v", i, resp.StatusCode, b, err)
+		}
+	}
+}
+
 func TestRequestBodyOverTheLimitIs413(t *testing.T) {
 	both(t, func(t *testing.T, protocol, bin string) {
 		p, _ := newPool(t, protocol, bin)

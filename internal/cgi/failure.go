@@ -206,6 +206,13 @@ type ErrorPage struct {
 	Stderr     []string      // the program's last stderr lines; shown only with ShowDetail
 	RetryAfter time.Duration // > 0 sets Retry-After (RFC 9110 §10.2.3), in seconds rounded up
 	ShowDetail bool
+	// Close makes the page the connection's last (BodyMayBeUnread). A
+	// handler that enabled full duplex and returns with the body unread
+	// has net/http read the next request while the body's read is still
+	// pending: it panics and resets the connection before the client reads
+	// the page (golang/go#68560). Without full duplex, net/http closes such
+	// a connection itself.
+	Close bool
 }
 
 // WriteErrorPage sends p as a plain-text response, replacing any header
@@ -218,6 +225,9 @@ func WriteErrorPage(w http.ResponseWriter, p ErrorPage) {
 	hdr.Set("Content-Type", "text/plain; charset=utf-8")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Cache-Control", "no-store")
+	if p.Close {
+		hdr.Set("Connection", "close")
+	}
 	if p.RetryAfter > 0 {
 		secs := int64((p.RetryAfter + time.Second - 1) / time.Second)
 		hdr.Set("Retry-After", strconv.FormatInt(secs, 10))
@@ -263,6 +273,13 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, rec *Record, f *F
 	WriteErrorPage(w, ErrorPage{
 		Status: f.Status, Cause: string(f.Cause), RequestID: rec.ID,
 		Detail: f.Detail, Stderr: f.Stderr, RetryAfter: f.RetryAfter,
-		ShowDetail: h.Diagnostics,
+		ShowDetail: h.Diagnostics, Close: BodyMayBeUnread(r),
 	})
+}
+
+// BodyMayBeUnread reports whether r came with a body over HTTP/1, which a
+// failing handler may leave unread: its error page then ends the
+// connection (ErrorPage.Close).
+func BodyMayBeUnread(r *http.Request) bool {
+	return r.ProtoMajor == 1 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }

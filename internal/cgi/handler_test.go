@@ -908,3 +908,21 @@ func TestProgramsGetBlockingStandardStreams(t *testing.T) {
 		})
 	}
 }
+
+func TestAFailedLaunchAnswersALargePostWithItsPage(t *testing.T) {
+	// A body over pipeWriteSafe switches the connection to full duplex
+	// before the launch fails and the body is left unread.
+	s := newTestServer(t, false, func(*Handler) {})
+	for i := range 10 {
+		req, err := http.NewRequest(http.MethodPost, s.URL+"/cgi-bin/noexec", bytes.NewReader(bytes.Repeat([]byte("x"), 100000)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp := s.do(t, req, fmt.Sprintf("post-%d", i))
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), fmt.Sprintf("post-%d", i)) {
+			t.Fatalf("try %d: %d %q %v", i, resp.StatusCode, body, err)
+		}
+	}
+}
