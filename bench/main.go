@@ -131,7 +131,7 @@ func run(d time.Duration, connList string) error {
 	// The machine's speed drifts within a run: each connection count is
 	// measured for every setup before the next, so that the rows compared
 	// with each other (in-process and privilege-separated above all) are
-	// measured minutes apart at most, not a whole run.
+	// measured within one pass over the setups, not a whole run apart.
 	var measured []row
 	for _, c := range conns {
 		for _, s := range setups {
