@@ -6,10 +6,12 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -489,8 +491,18 @@ func (nullSlot) Events() (CellEvents, error) { return CellEvents{}, nil }
 func (nullSlot) Release()                    {}
 
 // TestSpawnsDoNotWaitForEachOther holds one request in its cell's
-// admission: another identity's requests are started meanwhile.
+// admission: another identity's requests are started meanwhile. Also with
+// one P, which suserve's spawner runs on (cmd/suserve spawnerProcs).
 func TestSpawnsDoNotWaitForEachOther(t *testing.T) {
+	for _, procs := range []int{1, runtime.GOMAXPROCS(0)} {
+		t.Run(fmt.Sprintf("GOMAXPROCS=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			spawnsDoNotWaitForEachOther(t)
+		})
+	}
+}
+
+func spawnsDoNotWaitForEachOther(t *testing.T) {
 	g := &gateCells{gate: make(chan struct{}), waiting: make(chan struct{}, 1)}
 	b := newBoundary(t, 0, g)
 	c := NewClient(b.front)
