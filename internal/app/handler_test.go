@@ -155,6 +155,25 @@ func TestAFailureAnswersALargePostWithItsPage(t *testing.T) {
 	}
 }
 
+func TestADeclaredBodyOverTheLimitStartsNoWorker(t *testing.T) {
+	both(t, func(t *testing.T, protocol, bin string) {
+		p, _ := newPool(t, protocol, bin)
+		srv := serve(t, &Handler{Pools: p, Prefix: "/app/", MaxRequestBody: 1000, Diagnostics: true}, "")
+		resp, err := http.Post(srv.URL+"/app/echo", "text/plain", strings.NewReader(strings.Repeat("x", 1001)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "Content-Length 1001 is over the limit of 1000 bytes") {
+			t.Fatalf("%d %q", resp.StatusCode, b)
+		}
+		if s := p.Stats(); s.Started != 0 {
+			t.Fatalf("a worker was started for a body refused by its Content-Length: %+v", s)
+		}
+	})
+}
+
 func TestRequestBodyOverTheLimitIs413(t *testing.T) {
 	both(t, func(t *testing.T, protocol, bin string) {
 		p, _ := newPool(t, protocol, bin)
