@@ -219,23 +219,32 @@ func (fc *frontConn) refuse(id uint64, err error) {
 // spawn carries out one request. The request's descriptors are the
 // program's stdin, stdout and stderr.
 func (fc *frontConn) spawn(m *Message) {
-	r := m.Spawn
-	attrs := []any{"route", r.Route, "identity", r.Identity, "program", r.Path}
-	spec, err := fc.spec(r, m.FDs)
+	spec, err := fc.spec(m.Spawn, m.FDs)
 	if err != nil {
-		fc.refused(m, r.ID, err, attrs)
+		fc.refused(m, err)
 		return
 	}
 	// The program's lifetime is the front's, not the request's: the front
 	// kills it with a kill message, and its death kills everything.
 	p, err := fc.s.Local.Start(fc.ctx, spec)
-	fc.started(m, r.ID, p, err, attrs)
+	fc.started(m, p, err)
+}
+
+// request is the id of m, a spawn or worker request, and the names its
+// log lines give it: made only for a line that is logged.
+func request(m *Message) (id uint64, attrs []any) {
+	if r := m.Worker; r != nil {
+		return r.ID, []any{"app", r.App, "identity", r.Identity}
+	}
+	r := m.Spawn
+	return r.ID, []any{"route", r.Route, "identity", r.Identity, "program", r.Path}
 }
 
 // refused answers a request that failed its checks, closing its
-// descriptors. attrs name it in the log.
-func (fc *frontConn) refused(m *Message, id uint64, err error, attrs []any) {
+// descriptors.
+func (fc *frontConn) refused(m *Message, err error) {
 	m.Close()
+	id, attrs := request(m)
 	fc.log.Warn("spawner refused a request", append(attrs, "cause", err.Error())...)
 	fc.refuse(id, err)
 }
@@ -244,8 +253,9 @@ func (fc *frontConn) refused(m *Message, id uint64, err error, attrs []any) {
 // request's descriptors are closed now that the program has its own, so
 // that the front sees the program close its output when it does, not when
 // the spawner has reported its exit.
-func (fc *frontConn) started(m *Message, id uint64, p *Process, err error, attrs []any) {
+func (fc *frontConn) started(m *Message, p *Process, err error) {
 	m.Close()
+	id, attrs := request(m)
 	if err != nil {
 		fc.log.Info("spawner did not start a program", append(attrs, "cause", err.Error())...)
 		fc.refuse(id, err)
@@ -335,15 +345,13 @@ func hasDotDot(p string) bool {
 // worker carries out a worker request: the app's worker from the
 // spawner's configuration, with the front's socket and log pipe.
 func (fc *frontConn) worker(m *Message) {
-	r := m.Worker
-	attrs := []any{"app", r.App, "identity", r.Identity}
-	spec, err := fc.workerSpec(r, m.FDs)
+	spec, err := fc.workerSpec(m.Worker, m.FDs)
 	if err != nil {
-		fc.refused(m, r.ID, err, attrs)
+		fc.refused(m, err)
 		return
 	}
 	p, err := fc.s.Local.StartWorker(fc.ctx, spec)
-	fc.started(m, r.ID, p, err, attrs)
+	fc.started(m, p, err)
 }
 
 // workerSpec checks a worker request's descriptors and builds its spec. The
