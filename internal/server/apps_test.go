@@ -36,6 +36,23 @@ type appServer struct {
 // appIdentities are the static test identities without root.
 var appIdentities = strings.Replace(identitiesTOML, "[[identities.static]]\nname = \"root\"\nuid = 0\ngid = 0\n", "", 1)
 
+// appConfig is a FastCGI app of command at path, run as the account svc
+// with extra keys of its own, and a 2s shutdown_timeout (what a reload
+// gives the configuration it replaces).
+func appConfig(command, path, extra string) string {
+	return appIdentities + `
+[server]
+shutdown_timeout = "2s"
+
+[[app]]
+path = "` + path + `"
+protocol = "fastcgi"
+command = [` + strconv.Quote(command) + `]
+run_as = "account"
+account = "svc"
+` + extra
+}
+
 func appState(t *testing.T) string {
 	t.Helper()
 	state := t.TempDir()
@@ -45,12 +62,28 @@ func appState(t *testing.T) string {
 	return state
 }
 
-func startApps(t *testing.T, state, cfgText string) *appServer {
+// localServer is the server of cfgText ({state} replaced by state) with
+// cells of its own, on an in-process launcher closed at the end of the
+// test, and a loopback listener for it. build makes the server of another
+// text with the same launcher and options, as a reload does.
+type localServer struct {
+	srv   *Server
+	ln    net.Listener
+	logs  *testutil.LogBuffer
+	build func(text string) *Server
+}
+
+func newLocalServer(t *testing.T, state, cfgText string) *localServer {
 	t.Helper()
-	cfg, err := config.Parse([]byte(strings.ReplaceAll(cfgText, "{state}", state)), "apps.toml")
-	if err != nil {
-		t.Fatal(err)
+	parse := func(text string) *config.Config {
+		t.Helper()
+		cfg, err := config.Parse([]byte(strings.ReplaceAll(text, "{state}", state)), "apps.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
 	}
+	cfg := parse(cfgText)
 	cfg.Cells.Root = fmt.Sprintf("suserve-test-%d-%d", os.Getpid(), testSerial.Add(1))
 	logs := &testutil.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
@@ -59,14 +92,31 @@ func startApps(t *testing.T, state, cfgText string) *appServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(launch.Close)
-	srv, err := New(cfg, Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: state})
-	if err != nil {
-		t.Fatal(err)
+	opts := Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: state}
+	build := func(c *config.Config) *Server {
+		t.Helper()
+		srv, err := New(c, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &localServer{srv: build(cfg), ln: ln, logs: logs, build: func(text string) *Server {
+		t.Helper()
+		c := parse(text)
+		c.Cells.Root = cfg.Cells.Root
+		return build(c)
+	}}
+}
+
+func startApps(t *testing.T, state, cfgText string) *appServer {
+	t.Helper()
+	ls := newLocalServer(t, state, cfgText)
+	srv, ln, logs := ls.srv, ls.ln, ls.logs
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln, nil) }()
@@ -286,15 +336,7 @@ func TestAccountAppShutdownLeavesNoWorkerBehind(t *testing.T) {
 	os.Chown(run, 61003, 61003)
 	script := filepath.Join(filepath.Dir(bin), "worker.sh")
 	writeProgram(t, script, "#!/bin/sh\nsleep 300 &\necho $! >"+run+"/child.$$\nexec "+bin+"\n", 0, 0)
-	as := startApps(t, state, appIdentities+`
-[[app]]
-path = "/app/"
-protocol = "fastcgi"
-command = [`+strconv.Quote(script)+`]
-run_as = "account"
-account = "svc"
-workers = 3
-`)
+	as := startApps(t, state, appConfig(script, "/app/", "workers = 3\n"))
 	var wg sync.WaitGroup
 	for range 6 {
 		wg.Add(1)
@@ -355,7 +397,7 @@ func TestLongestPrefixChoosesBetweenRoutesAndApps(t *testing.T) {
 	state := appState(t)
 	writeProgram(t, filepath.Join(state, "cgi", "hello"), helloCGI, 61003, 61003)
 	writeProgram(t, filepath.Join(state, "cgi", "app", "hello"), helloCGI, 61003, 61003)
-	as := startApps(t, state, appIdentities+`
+	as := startApps(t, state, appConfig(bin, "/x/app/", `
 [[route]]
 path = "/x/"
 dir = "{state}/cgi"
@@ -367,14 +409,7 @@ path = "/x/app/deeper/"
 dir = "{state}/cgi/app"
 run_as = "account"
 account = "svc"
-
-[[app]]
-path = "/x/app/"
-protocol = "fastcgi"
-command = [`+strconv.Quote(bin)+`]
-run_as = "account"
-account = "svc"
-`)
+`))
 	for _, tc := range []struct{ path, want string }{
 		{"/x/hello", "hello\n"},            // the route: the app's prefix does not match
 		{"/x/app/pid", "go-fcgi"},          // the app's prefix is longer than the route's

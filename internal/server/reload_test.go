@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/suserve/suserve/internal/config"
 	"github.com/suserve/suserve/internal/testutil"
 )
 
@@ -29,41 +26,9 @@ type reloadable struct {
 
 func serveReloadable(t *testing.T, state, text string) *reloadable {
 	t.Helper()
-	cfg, err := config.Parse([]byte(strings.ReplaceAll(text, "{state}", state)), "apps.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Cells.Root = fmt.Sprintf("suserve-test-%d-%d", 0, testSerial.Add(1))
-	logs := &testutil.LogBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	launch, err := NewLocal(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(launch.Close)
-	opts := Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: state}
-	srv, err := New(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &reloadable{first: srv, url: "http://" + ln.Addr().String(), reload: make(chan *Server), log: logs, done: make(chan error, 1)}
-	r.next = func(text string) *Server {
-		t.Helper()
-		c, err := config.Parse([]byte(strings.ReplaceAll(text, "{state}", state)), "apps.toml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Cells.Root = cfg.Cells.Root
-		s, err := New(c, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	ls := newLocalServer(t, state, text)
+	srv, ln := ls.srv, ls.ln
+	r := &reloadable{first: srv, url: "http://" + ln.Addr().String(), reload: make(chan *Server), next: ls.build, log: ls.logs, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { r.done <- ServeReloading(ctx, ln, nil, srv, r.reload) }()
 	t.Cleanup(func() {
@@ -73,20 +38,6 @@ func serveReloadable(t *testing.T, state, text string) *reloadable {
 		}
 	})
 	return r
-}
-
-func appConfig(bin, path, extra string) string {
-	return appIdentities + `
-[server]
-shutdown_timeout = "2s"
-
-[[app]]
-path = "` + path + `"
-protocol = "fastcgi"
-command = [` + strconv.Quote(bin) + `]
-run_as = "account"
-account = "svc"
-` + extra
 }
 
 // fetch is a GET's status and body, or the error as the body.
