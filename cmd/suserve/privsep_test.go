@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -848,5 +849,31 @@ func TestSpawnerRunsOnOnePPerEightCPUs(t *testing.T) {
 		if got := spawnerProcs(tt.ncpu); got != tt.want {
 			t.Errorf("spawnerProcs(%d) = %d, want %d", tt.ncpu, got, tt.want)
 		}
+	}
+}
+
+// TestTheFrontsRuntimeMonitorKeepsPolling: the front starts with
+// sysmonPolling in its GODEBUG, and an administrator's GODEBUG is kept.
+func TestTheFrontsRuntimeMonitorKeepsPolling(t *testing.T) {
+	for _, tt := range []struct{ in, want []string }{
+		{nil, []string{"GODEBUG=" + sysmonPolling}},
+		{[]string{"A=1", "GODEBUG="}, []string{"A=1", "GODEBUG=" + sysmonPolling}},
+		{[]string{"GODEBUG=madvdontneed=1", "B=2"}, []string{"GODEBUG=madvdontneed=1," + sysmonPolling, "B=2"}},
+		// The administrator's schedtrace is theirs.
+		{[]string{"GODEBUG=gctrace=1, schedtrace=1000"}, []string{"GODEBUG=gctrace=1, schedtrace=1000"}},
+	} {
+		if got := withSysmonPolling(slices.Clone(tt.in)); !slices.Equal(got, tt.want) {
+			t.Errorf("withSysmonPolling(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+
+	in := startSuserve(t, `backend = "none"`)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", in.front()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Split(string(b), "\x00")
+	if !slices.Contains(env, "GODEBUG="+sysmonPolling) {
+		t.Errorf("the front's environment %q has no GODEBUG=%s", env, sysmonPolling)
 	}
 }
