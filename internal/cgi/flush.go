@@ -85,6 +85,18 @@ func (lw *LatencyWriter) flushLocked() {
 	}
 }
 
+// Hold disarms the pending flush: the body has ended, and what is left
+// of it goes out with the end of the response, or with a Flush before
+// the response is cut short. A later Write arms the flush again.
+func (lw *LatencyWriter) Hold() {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.armed = false
+	if lw.timer != nil {
+		lw.timer.Stop()
+	}
+}
+
 // Stop ends the flushing; after it returns the timer never touches w.
 func (lw *LatencyWriter) Stop() {
 	lw.mu.Lock()

@@ -408,8 +408,9 @@ func (x *exchange) drain() error {
 func (x *exchange) copyBody(w http.ResponseWriter, resp *response) {
 	h, r, rec := x.h, x.r, x.rec
 	noBody := r.Method == http.MethodHead || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified
-	// What the program wrote reaches the client within FlushDelay; a
-	// response that ends sooner goes out whole, with a Content-Length.
+	// What the program wrote reaches the client within FlushDelay while
+	// its output is open; a body whose output closes sooner goes out
+	// whole, with a Content-Length.
 	lw := NewLatencyWriter(w)
 	defer lw.Stop()
 	var written int64
@@ -440,6 +441,12 @@ func (x *exchange) copyBody(w http.ResponseWriter, resp *response) {
 		lw.Flush()
 		panic(http.ErrAbortHandler)
 	}
+	// The body is complete but for the exit status. Flushing it while
+	// the exit is awaited would gain the client nothing, since the
+	// response ends only with the exit, and would cost a write and a
+	// chunked encoding: a short body then goes out whole with a
+	// Content-Length, and one cut short by a bad exit is flushed first.
+	lw.Hold()
 	werr := x.waitGrace(exitGrace)
 	var f *Failure
 	if x.gone.Load() {

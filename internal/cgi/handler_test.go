@@ -520,6 +520,23 @@ func TestShortResponseGoesOutWholeWithItsLength(t *testing.T) {
 	}
 }
 
+// TestABodyEndedBeforeItsProgramGoesOutWhole: once the output is closed,
+// the body is complete but for the exit status, and nothing is flushed
+// while the gateway waits for it: the response still goes out in one
+// piece with its Content-Length, however long the program takes to exit.
+func TestABodyEndedBeforeItsProgramGoesOutWhole(t *testing.T) {
+	s := newTestServer(t, false)
+	resp := s.get(t, "/cgi-bin/linger", "linger")
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(body) != "all of it\n" {
+		t.Fatalf("status %d, body %q, %v", resp.StatusCode, body, err)
+	}
+	if resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("Content-Length %d, Transfer-Encoding %v: the body was flushed before the program exited", resp.ContentLength, resp.TransferEncoding)
+	}
+}
+
 func TestStreamedOutputArrivesBeforeTheProgramEnds(t *testing.T) {
 	s := newTestServer(t, false)
 	fifo := mkfifo(t)

@@ -74,6 +74,9 @@ case "$PATH_INFO" in
 /exit) read go < "$QUERY_STRING"; printf 'Content-Type: text/plain\n\ndone\n'; exit 0 ;;
 esac
 exec sleep 1000`,
+	// linger closes its output after a whole answer, then takes longer
+	// than FlushDelay to exit.
+	"linger":  `printf 'Content-Type: text/plain\n\nall of it\n'; exec >&-; sleep 0.2`,
 	"pause":   `printf 'Content-Type: text/plain\n\nbefore\n'; sleep 0.5; echo after`,
 	"marker":  `touch "$QUERY_STRING"; printf 'Content-Type: text/plain\n\nran\n'`,
 	"chatter": `i=0; while [ $i -lt 400 ]; do echo "chatter $i" >&2; i=$((i+1)); done; printf 'Content-Type: text/plain\n\nok\n'`,
