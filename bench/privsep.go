@@ -256,8 +256,12 @@ func startChild(name, dir, file, url string, header http.Header, config func(add
 	// BENCH_CHILD_GOMAXPROCS sets GOMAXPROCS of every server started as a
 	// child; BENCH_CHILD_LOG names a file their logs are appended to, for
 	// a row with errors.
+	// Every child runs with the GODEBUG suserve gives itself (main's
+	// pollSysmon): an in-process server started by the bench is measured
+	// as suserve would run.
+	cmd.Env = server.WithSysmonPolling(os.Environ())
 	if v := os.Getenv("BENCH_CHILD_GOMAXPROCS"); v != "" {
-		cmd.Env = append(os.Environ(), "GOMAXPROCS="+v)
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+v)
 	}
 	if name := os.Getenv("BENCH_CHILD_LOG"); name != "" {
 		f, err := os.OpenFile(name, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)

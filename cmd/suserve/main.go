@@ -19,6 +19,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/suserve/suserve/internal/cell"
@@ -27,7 +29,28 @@ import (
 )
 
 func main() {
+	if serving(os.Args[1:]) {
+		pollSysmon()
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// serving reports whether args run the server.
+func serving(args []string) bool {
+	return len(args) == 0 || args[0] == "serve" || strings.HasPrefix(args[0], "-")
+}
+
+// pollSysmon re-executes suserve, once, with server.SysmonPolling in its
+// GODEBUG, which the Go runtime reads only as it starts. The pid, the
+// arguments and the open descriptors stay as they are. If the exec fails
+// (no /proc), suserve goes on as it is and costs more CPU per request.
+func pollSysmon() {
+	env := os.Environ()
+	next := server.WithSysmonPolling(slices.Clone(env))
+	if slices.Equal(env, next) {
+		return
+	}
+	_ = syscall.Exec("/proc/self/exe", os.Args, next)
 }
 
 const usage = `usage:

@@ -181,7 +181,8 @@ func spawnerReloads(ctx context.Context, rl *reloading, running *config.Config, 
 const frontGrace = 5 * time.Second
 
 // frontEnv is the spawner's environment without the variables that steer
-// the front, and with the front's runtime setting (withSysmonPolling).
+// the front, and with server.SysmonPolling (which the spawner's own
+// environment lacks only when suserve could not re-execute itself).
 func frontEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
@@ -190,48 +191,7 @@ func frontEnv() []string {
 		}
 		out = append(out, kv)
 	}
-	return withSysmonPolling(out)
-}
-
-// sysmonPolling is the GODEBUG setting that keeps the front's runtime
-// monitor (sysmon) polling instead of sleeping deeply.
-//
-// The front waits on the spawner and on programs far more than it computes,
-// so its Ps are all idle many times per request. Each time, sysmon goes into
-// deep sleep, and the next system call wakes it and resets it to polling
-// every 20 µs for another millisecond (golang/go#18236). On a 2-CPU virtual
-// machine under 32 connections that cycle was a third of the front's CPU:
-// 0.84 ms per request, 0.57 ms with this setting, and 6% more requests per
-// second. With it, sysmon never sleeps deeply and backs off to one poll
-// every 10 ms when it has nothing to do: about 100 wake-ups a second of an
-// idle front.
-//
-// The setting's stated purpose is a line of scheduler state on standard
-// error every schedtrace milliseconds; at the largest value, 24.8 days, the
-// front prints one "SCHED" line when it starts on a host that has been up
-// longer than that, and one more every 24.8 days. A GODEBUG that already
-// sets schedtrace is left as it is.
-const sysmonPolling = "schedtrace=2147483647"
-
-// withSysmonPolling adds sysmonPolling to env's GODEBUG.
-func withSysmonPolling(env []string) []string {
-	for i, kv := range env {
-		v, ok := strings.CutPrefix(kv, "GODEBUG=")
-		if !ok {
-			continue
-		}
-		for _, s := range strings.Split(v, ",") {
-			if strings.HasPrefix(strings.TrimSpace(s), "schedtrace=") {
-				return env
-			}
-		}
-		if v != "" {
-			v += ","
-		}
-		env[i] = "GODEBUG=" + v + sysmonPolling
-		return env
-	}
-	return append(env, "GODEBUG="+sysmonPolling)
+	return server.WithSysmonPolling(out)
 }
 
 func listenerFiles(ln net.Listener) ([]*os.File, error) {

@@ -852,28 +852,27 @@ func TestSpawnerRunsOnOnePPerEightCPUs(t *testing.T) {
 	}
 }
 
-// TestTheFrontsRuntimeMonitorKeepsPolling: the front starts with
-// sysmonPolling in its GODEBUG, and an administrator's GODEBUG is kept.
-func TestTheFrontsRuntimeMonitorKeepsPolling(t *testing.T) {
-	for _, tt := range []struct{ in, want []string }{
-		{nil, []string{"GODEBUG=" + sysmonPolling}},
-		{[]string{"A=1", "GODEBUG="}, []string{"A=1", "GODEBUG=" + sysmonPolling}},
-		{[]string{"GODEBUG=madvdontneed=1", "B=2"}, []string{"GODEBUG=madvdontneed=1," + sysmonPolling, "B=2"}},
-		// The administrator's schedtrace is theirs.
-		{[]string{"GODEBUG=gctrace=1, schedtrace=1000"}, []string{"GODEBUG=gctrace=1, schedtrace=1000"}},
-	} {
-		if got := withSysmonPolling(slices.Clone(tt.in)); !slices.Equal(got, tt.want) {
-			t.Errorf("withSysmonPolling(%q) = %q, want %q", tt.in, got, tt.want)
+// TestServerProcessesRunWithSysmonPolling: suserve re-executes itself with
+// server.SysmonPolling added to its GODEBUG, keeping the administrator's
+// settings, its pid and its arguments; the front inherits the setting.
+func TestServerProcessesRunWithSysmonPolling(t *testing.T) {
+	t.Setenv("GODEBUG", "madvdontneed=1")
+	in := startSuserve(t, `backend = "none"`)
+	want := "GODEBUG=madvdontneed=1," + server.SysmonPolling
+	for name, pid := range map[string]int{"spawner": in.cmd.Process.Pid, "front": in.front()} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env := strings.Split(string(b), "\x00"); !slices.Contains(env, want) {
+			t.Errorf("the %s's environment %q has no %s", name, env, want)
 		}
 	}
-
-	in := startSuserve(t, `backend = "none"`)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", in.front()))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", in.cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := strings.Split(string(b), "\x00")
-	if !slices.Contains(env, "GODEBUG="+sysmonPolling) {
-		t.Errorf("the front's environment %q has no GODEBUG=%s", env, sysmonPolling)
+	if got := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"); !slices.Equal(got, in.cmd.Args) {
+		t.Errorf("the spawner's arguments %q, want %q", got, in.cmd.Args)
 	}
 }
