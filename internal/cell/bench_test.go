@@ -2,6 +2,7 @@ package cell
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -183,6 +184,31 @@ func BenchmarkSpawnPlacement(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				t0 := time.Now()
 				if _, err := be.Spawn(rel, func(*syscall.SysProcAttr) (int, error) { return 1, nil }); err != nil {
+					b.Fatal(err)
+				}
+				ds = append(ds, time.Since(t0))
+			}
+			reportPercentiles(b, ds)
+		})
+	}
+}
+
+// BenchmarkKillEmptyGroup is the Kill that ends every request whose program
+// left nothing behind: the group is found empty and nothing else is done.
+func BenchmarkKillEmptyGroup(b *testing.B) {
+	for name, be := range realBackends(&testing.T{}) {
+		b.Run(name, func(b *testing.B) {
+			testSeq++
+			rel := "suserve-bench-" + strconv.Itoa(testSeq)
+			if err := be.Create(rel, nil); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { destroyTree(b, be, rel) })
+			ctx := context.Background()
+			ds := make([]time.Duration, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if err := be.Kill(ctx, rel); err != nil && !errors.Is(err, ErrNotTracked) {
 					b.Fatal(err)
 				}
 				ds = append(ds, time.Since(t0))
