@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -852,6 +853,40 @@ func TestSpawnerRunsOnOnePPerEightCPUs(t *testing.T) {
 	}
 }
 
+// TestTheFrontRunsOnHalfTheProcessors: the front's GOMAXPROCS is half of
+// the runtime's choice, unless suserve's environment sets GOMAXPROCS.
+func TestTheFrontRunsOnHalfTheProcessors(t *testing.T) {
+	for _, tt := range []struct{ procs, want int }{{1, 1}, {2, 1}, {3, 1}, {4, 2}, {64, 32}} {
+		if got := frontProcs(tt.procs); got != tt.want {
+			t.Errorf("frontProcs(%d) = %d, want %d", tt.procs, got, tt.want)
+		}
+	}
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Skip("GOMAXPROCS is set for the tests, and suserve would pass it on")
+	}
+	in := startSuserve(t, `backend = "none"`)
+	want := "GOMAXPROCS=" + strconv.Itoa(frontProcs(runtime.GOMAXPROCS(0)))
+	if env := environ(t, in.front()); !slices.Contains(env, want) {
+		t.Errorf("the front's environment %q has no %s", env, want)
+	}
+
+	t.Setenv("GOMAXPROCS", "3")
+	in = startSuserve(t, `backend = "none"`)
+	if env := environ(t, in.front()); !slices.Contains(env, "GOMAXPROCS=3") {
+		t.Errorf("the front's environment %q has no GOMAXPROCS=3, the administrator's", env)
+	}
+}
+
+// environ is pid's environment.
+func environ(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(string(b), "\x00")
+}
+
 // TestServerProcessesRunWithSysmonPolling: suserve re-executes itself with
 // server.SysmonPolling added to its GODEBUG, keeping the administrator's
 // settings, its pid and its arguments; the front inherits the setting.
@@ -860,11 +895,7 @@ func TestServerProcessesRunWithSysmonPolling(t *testing.T) {
 	in := startSuserve(t, `backend = "none"`)
 	want := "GODEBUG=madvdontneed=1," + server.SysmonPolling
 	for name, pid := range map[string]int{"spawner": in.cmd.Process.Pid, "front": in.front()} {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if env := strings.Split(string(b), "\x00"); !slices.Contains(env, want) {
+		if env := environ(t, pid); !slices.Contains(env, want) {
 			t.Errorf("the %s's environment %q has no %s", name, env, want)
 		}
 	}
