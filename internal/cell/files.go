@@ -92,7 +92,10 @@ func (c *controlFiles) write(path, value string) error {
 	return nil
 }
 
-// read reads the whole control file at path from its start.
+// read reads the whole control file at path from its start. A read that
+// does not fill the buffer has read to the end: cgroupfs generates a file
+// whole (seq_file) and fills a read until the buffer or the file ends, so
+// the usual small file costs one read, not a second one that returns 0.
 func (c *controlFiles) read(path string) ([]byte, error) {
 	var out []byte
 	err := c.use(path, unix.O_RDONLY, func(fd int) error {
@@ -108,9 +111,10 @@ func (c *controlFiles) read(path string) ([]byte, error) {
 				return nil
 			}
 			out = buf[:len(out)+n]
-			if len(out) == len(buf) {
-				buf = append(buf, make([]byte, len(buf))...)
+			if len(out) < len(buf) {
+				return nil
 			}
+			buf = append(buf, make([]byte, len(buf))...)
 		}
 	})
 	if err != nil {
