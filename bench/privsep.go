@@ -253,13 +253,13 @@ func startChild(name, dir, file, url string, header http.Header, config func(add
 	}
 	defer null.Close()
 	cmd.Stdout, cmd.Stderr = null, null
-	// BENCH_CHILD_GOMAXPROCS sets GOMAXPROCS of every server started as a
-	// child; BENCH_CHILD_LOG names a file their logs are appended to, for
-	// a row with errors.
 	// Every child runs with the GODEBUG suserve gives itself (main's
 	// pollSysmon): an in-process server started by the bench is measured
 	// as suserve would run.
 	cmd.Env = server.WithSysmonPolling(os.Environ())
+	// BENCH_CHILD_GOMAXPROCS sets GOMAXPROCS of every server started as a
+	// child; BENCH_CHILD_LOG names a file their logs are appended to, for
+	// a row with errors.
 	if v := os.Getenv("BENCH_CHILD_GOMAXPROCS"); v != "" {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+v)
 	}

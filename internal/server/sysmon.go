@@ -20,7 +20,9 @@ import "strings"
 // The setting's stated purpose is a line of scheduler state on standard
 // error every schedtrace milliseconds; at the largest value, 24.8 days, a
 // process prints one "SCHED" line when it starts on a host that has been up
-// longer than that, and one more every 24.8 days.
+// longer than that, and one more every 24.8 days; and the report of a
+// crash (a fatal error, not a program's failure) begins with the
+// scheduler's state.
 const SysmonPolling = "schedtrace=2147483647"
 
 // WithSysmonPolling adds SysmonPolling to env's GODEBUG, in place. A
