@@ -134,6 +134,18 @@ func run(d time.Duration, connList string) error {
 	// measured within one pass over the setups, not a whole run apart.
 	var measured []row
 	for _, c := range conns {
+		// The setuid limit again, next to the rows compared with it: the
+		// whole stack's ratio is also given against this measurement
+		// (printPrivsep), which is minutes nearer than the run's start or
+		// end.
+		if measuresIdentityRows(setups) {
+			res, err := setuidSpawn(prog, d)
+			if err != nil {
+				return err
+			}
+			groupLimits[c] = res
+			rows = append(rows, row{name: fmt.Sprintf("%s, before the %d-connection rows", setuidLimit, c), res: res, base: setuidLimitResult})
+		}
 		for _, s := range setups {
 			if !rowFilter.MatchString(s.name) {
 				continue
@@ -282,6 +294,21 @@ func printPrivsep(w io.Writer, rows []row) {
 	if len(out) > 0 {
 		fmt.Fprintf(w, "\nPrivilege separation against in-process, same run:\n%s\n", strings.Join(out, "\n"))
 	}
+	out = out[:0]
+	for _, r := range rows {
+		l, ok := groupLimits[r.conns]
+		if !ok || l.rate() == 0 || !(strings.HasPrefix(r.name, ps) || strings.HasPrefix(r.name, in)) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("  %s, %d conns: %.2f of %.0f req/s", r.name, r.conns, r.res.rate()/l.rate(), l.rate()))
+	}
+	if len(out) > 0 {
+		fmt.Fprintf(w, "\nThe whole stack against the setuid limit measured just before its connection count\n(the column \"vs limit\" uses the higher of the limit's measurements at the start and the end):\n%s\n", strings.Join(out, "\n"))
+	}
 }
+
+// groupLimits are the setuid limits measured before each connection count's
+// rows, by connection count.
+var groupLimits = map[int]loadResult{}
 
 func numCPU() int { return runtime.NumCPU() }

@@ -33,15 +33,35 @@ func setuidRows(prog string, d time.Duration) ([]row, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	res, err := rawSpawn(prog, &syscall.Credential{Uid: benchUID, Gid: benchUID, Groups: []uint32{}}, d)
+	res, err := setuidSpawn(prog, d)
 	if err != nil {
-		return nil, fmt.Errorf("raw setuid spawn: %w", err)
+		return nil, err
 	}
 	if setuidLimitResult == nil {
 		setuidLimitResult = new(loadResult)
 		*setuidLimitResult = res
 	}
 	return []row{{name: setuidLimit, res: res, base: setuidLimitResult}}, nil
+}
+
+// setuidSpawn is the raw spawn loop as benchUID.
+func setuidSpawn(prog string, d time.Duration) (loadResult, error) {
+	res, err := rawSpawn(prog, &syscall.Credential{Uid: benchUID, Gid: benchUID, Groups: []uint32{}}, d)
+	if err != nil {
+		return res, fmt.Errorf("raw setuid spawn: %w", err)
+	}
+	return res, nil
+}
+
+// measuresIdentityRows reports whether setups has a row compared with the
+// setuid limit that the row filter lets through.
+func measuresIdentityRows(setups []target) bool {
+	for _, s := range setups {
+		if s.base != nil && rowFilter.MatchString(s.name) {
+			return true
+		}
+	}
+	return false
 }
 
 // setuidLimitResult is the setuid limit the identity rows are compared
