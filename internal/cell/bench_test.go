@@ -26,13 +26,18 @@ func benchBackend(b *testing.B) (Backend, string) {
 	if err != nil || be.Name() == None {
 		b.Skip("no cgroup backend")
 	}
+	return be, benchGroup(b, be)
+}
+
+// benchGroup creates a group of its own on be for b, removed after it.
+func benchGroup(b *testing.B, be Backend) string {
 	testSeq++
 	rel := "suserve-bench-" + strconv.Itoa(testSeq)
 	if err := be.Create(rel, nil); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { destroyTree(b, be, rel) })
-	return be, rel
+	return rel
 }
 
 // BenchmarkAcquireWarm is admission into an identity's existing cell: the
@@ -159,12 +164,7 @@ func BenchmarkSpawnPlacement(b *testing.B) {
 	})
 	for name, be := range realBackends(&testing.T{}) {
 		b.Run(name, func(b *testing.B) {
-			testSeq++
-			rel := "suserve-bench-" + strconv.Itoa(testSeq)
-			if err := be.Create(rel, nil); err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { destroyTree(b, be, rel) })
+			rel := benchGroup(b, be)
 			for i := 0; i < b.N; i++ {
 				if _, err := be.Spawn(rel, spawnTrue); err != nil {
 					b.Fatal(err)
@@ -174,12 +174,7 @@ func BenchmarkSpawnPlacement(b *testing.B) {
 		// The placement alone: the thread's moves in and out (v1) or the
 		// directory fd (v2), with no fork.
 		b.Run(name+"-placement-only", func(b *testing.B) {
-			testSeq++
-			rel := "suserve-bench-" + strconv.Itoa(testSeq)
-			if err := be.Create(rel, nil); err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { destroyTree(b, be, rel) })
+			rel := benchGroup(b, be)
 			ds := make([]time.Duration, 0, b.N)
 			for i := 0; i < b.N; i++ {
 				t0 := time.Now()
@@ -198,12 +193,7 @@ func BenchmarkSpawnPlacement(b *testing.B) {
 func BenchmarkKillEmptyGroup(b *testing.B) {
 	for name, be := range realBackends(&testing.T{}) {
 		b.Run(name, func(b *testing.B) {
-			testSeq++
-			rel := "suserve-bench-" + strconv.Itoa(testSeq)
-			if err := be.Create(rel, nil); err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { destroyTree(b, be, rel) })
+			rel := benchGroup(b, be)
 			ctx := context.Background()
 			ds := make([]time.Duration, 0, b.N)
 			for i := 0; i < b.N; i++ {
