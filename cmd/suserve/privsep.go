@@ -166,9 +166,11 @@ func spawnerProcs(ncpu int) int { return max(1, ncpu/8) }
 // connections of the bench's hello program, the front used 0.47-0.49 ms
 // of CPU per request with one P against 0.72-0.77 ms with two, and served
 // 10% more requests; its HTTP app proxy used 0.31-0.36 ms against
-// 0.39-0.43 ms. The count is fixed when the front starts: unlike the
-// runtime's own choice, it does not follow a later change of the
-// process's CPU limit.
+// 0.39-0.43 ms. What the front computes itself is bounded by the same
+// half: password checks of credentials not in the cache (bcrypt) run on at
+// most that many CPUs at once. The count is fixed when the front starts:
+// unlike the runtime's own choice, it does not follow a later change of
+// the process's CPU limit.
 func frontProcs(procs int) int { return max(1, procs/2) }
 
 // spawnerReloads applies each SIGHUP to the spawner's policy and then has
