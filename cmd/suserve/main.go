@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"syscall"
 
 	"github.com/suserve/suserve/internal/cell"
@@ -29,15 +28,19 @@ import (
 )
 
 func main() {
-	if serving(os.Args[1:]) {
+	if cmd, _ := command(os.Args[1:]); cmd == "serve" {
 		pollSysmon()
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// serving reports whether args run the server.
-func serving(args []string) bool {
-	return len(args) == 0 || args[0] == "serve" || strings.HasPrefix(args[0], "-")
+// command splits args into the subcommand and its arguments: "serve"
+// when the first argument is a flag or there is none.
+func command(args []string) (cmd string, rest []string) {
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		return args[0], args[1:]
+	}
+	return "serve", args
 }
 
 // pollSysmon re-executes suserve, once, with server.SysmonPolling in its
@@ -64,10 +67,7 @@ const usage = `usage:
 
 // run is main without the exit, so that tests can call it.
 func run(args []string, stdout, stderr io.Writer) int {
-	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
-	}
+	cmd, args := command(args)
 	switch cmd {
 	case "serve":
 		return serve(args, stdout, stderr)

@@ -84,7 +84,10 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 	}
 	env := append(frontEnv(), envFront+"=1")
 	if os.Getenv("GOMAXPROCS") == "" {
+		// The front's count comes from the runtime's choice, before the
+		// spawner lowers its own.
 		env = append(env, "GOMAXPROCS="+strconv.Itoa(frontProcs(runtime.GOMAXPROCS(0))))
+		runtime.GOMAXPROCS(spawnerProcs(runtime.NumCPU()))
 	}
 	if demo {
 		env = append(env, envDemo+"=1")
@@ -140,9 +143,6 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 	}
 	log.Info("suserve listening", "addr", "http://"+ln.Addr().String()+"/", "config", displayName(cfg.File), "state_dir", state, "front_user", cfg.Server.User)
 	go spawnerReloads(ctx, rl, cfg, state, cred, launch.Identities, sp, sup, log)
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(spawnerProcs(runtime.NumCPU()))
-	}
 	return sup.Run(ctx)
 }
 
