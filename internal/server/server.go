@@ -145,9 +145,7 @@ func ServeReloading(ctx context.Context, ln, admin net.Listener, s *Server, relo
 			if adminSrv != nil {
 				adminSrv.Close()
 			}
-			appsCtx, cancelApps := context.WithTimeout(context.Background(), appsGrace)
-			defer cancelApps()
-			_ = cur.Load().Close(appsCtx)
+			_ = cur.Load().stopApps()
 			return err
 		case next := <-reload:
 			old := cur.Swap(next)
@@ -182,9 +180,7 @@ func ServeReloading(ctx context.Context, ln, admin net.Listener, s *Server, relo
 		srv.Close()
 	}
 	// No request uses a worker any more: stop them all.
-	appsCtx, cancelApps := context.WithTimeout(context.Background(), appsGrace)
-	defer cancelApps()
-	if err := s.Close(appsCtx); err != nil {
+	if err := s.stopApps(); err != nil {
 		s.log.Warn("app workers did not stop in time", "err", err.Error())
 	}
 	s.log.Info("stopped")
@@ -201,12 +197,18 @@ func (s *Server) retire() {
 		s.endRequests()
 		waitGroupFor(&s.inflight, 2*time.Second)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), appsGrace)
-	defer cancel()
-	if err := s.Close(ctx); err != nil {
+	if err := s.stopApps(); err != nil {
 		s.log.Warn("reload: the previous configuration's app workers did not stop in time", "err", err.Error())
 	}
 	s.log.Info("reload: the previous configuration is retired", "config", displayFile(s.cfg.File))
+}
+
+// stopApps is Close once no request uses a worker any more, bounded by
+// appsGrace.
+func (s *Server) stopApps() error {
+	ctx, cancel := context.WithTimeout(context.Background(), appsGrace)
+	defer cancel()
+	return s.Close(ctx)
 }
 
 // waitGroupFor waits for wg for at most d, and says whether it ended.
