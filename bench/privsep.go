@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -197,14 +196,8 @@ func inProcessCommand(dir string) func(file string) *exec.Cmd {
 // serveConfig serves cfg in the bench's own process, with dir as its state
 // directory. Its stop stops the server's apps too.
 func serveConfig(name string, cfg *config.Config, dir, url string) (target, error) {
-	log := quietLogger()
-	launch, err := server.NewLocal(cfg, log)
+	srv, launch, err := inProcessServer(cfg, dir)
 	if err != nil {
-		return target{}, err
-	}
-	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: dir})
-	if err != nil {
-		launch.Close()
 		return target{}, err
 	}
 	t, err := serve(name, srv.Handler(), url)
@@ -349,32 +342,34 @@ func serveFile(file, state string) error {
 	if err != nil {
 		return err
 	}
-	log := quietLogger()
-	launch, err := server.NewLocal(cfg, log)
+	srv, launch, err := inProcessServer(cfg, state)
 	if err != nil {
 		return err
 	}
 	defer launch.Close()
-	srv, err := server.New(cfg, server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: state})
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	hs := &http.Server{Handler: srv.Handler()}
-	go func() {
-		<-ctx.Done()
-		hs.Close()
-	}()
-	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
+	// Served as cmd/suserve serves: the same http.Server settings, drain
+	// and shutdown.
+	return srv.Serve(ctx, ln, nil)
+}
+
+// inProcessServer builds suserve in-process on cfg, with dir as its state
+// directory: the launcher, then the server.
+func inProcessServer(cfg *config.Config, dir string) (*server.Server, *server.Launch, error) {
+	log := quietLogger()
+	launch, err := server.NewLocal(cfg, log)
+	if err != nil {
+		return nil, nil, err
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	srv.Close(cctx)
-	return nil
+	srv, err := server.New(cfg, launch.Options(log, dir))
+	if err != nil {
+		launch.Close()
+		return nil, nil, err
+	}
+	return srv, launch, nil
 }

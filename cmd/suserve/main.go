@@ -259,7 +259,8 @@ func start(ctx context.Context, cfg *config.Config, listenKey string, log *slog.
 	if d != nil {
 		d.Cells = notes[len(notes)-1]
 	}
-	opts := server.Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: state, Notes: notes, Demo: d}
+	opts := launch.Options(log, state)
+	opts.Notes, opts.Demo = notes, d
 	srv, err := server.New(cfg, opts)
 	if err != nil {
 		return err

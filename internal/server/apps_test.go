@@ -32,7 +32,6 @@ type appServer struct {
 	stop  func() error
 }
 
-// appState makes a state directory the test identities can traverse.
 // appIdentities are the static test identities without root.
 var appIdentities = strings.Replace(identitiesTOML, "[[identities.static]]\nname = \"root\"\nuid = 0\ngid = 0\n", "", 1)
 
@@ -53,6 +52,7 @@ account = "svc"
 ` + extra
 }
 
+// appState makes a state directory the test identities can traverse.
 func appState(t *testing.T) string {
 	t.Helper()
 	state := t.TempDir()
@@ -92,7 +92,7 @@ func newLocalServer(t *testing.T, state, cfgText string) *localServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(launch.Close)
-	opts := Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: state}
+	opts := launch.Options(log, state)
 	build := func(c *config.Config) *Server {
 		t.Helper()
 		srv, err := New(c, opts)

@@ -91,6 +91,13 @@ func NewLocal(cfg *config.Config, log *slog.Logger) (*Launch, error) {
 	return &Launch{Spawn: l, Identities: ids, Cells: pool, Notes: notes, Close: closeCells}, nil
 }
 
+// Options are a server's options for programs run by l: its launcher,
+// identity source and cell pool, with log and the state directory. The
+// caller adds the rest (Notes, Demo).
+func (l *Launch) Options(log *slog.Logger, state string) Options {
+	return Options{Logger: log, Spawner: l.Spawn, Identities: l.Identities, Cells: l.Cells, StateDir: state}
+}
+
 // SelfName is the name of the user suserve runs as, or its uid.
 func SelfName() string {
 	if id, err := identity.Self(&identity.System{}); err == nil && id.Name != strconv.FormatUint(uint64(id.UID), 10) {

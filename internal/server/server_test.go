@@ -47,7 +47,9 @@ func startConfig(t *testing.T, cfg *config.Config, state string, demo *Demo) *te
 		t.Fatal(err)
 	}
 	t.Cleanup(launch.Close)
-	srv, err := New(cfg, Options{Logger: log, Spawner: launch.Spawn, Identities: launch.Identities, Cells: launch.Cells, StateDir: state, Demo: demo})
+	opts := launch.Options(log, state)
+	opts.Demo = demo
+	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
