@@ -156,7 +156,8 @@ func (fc *frontConn) read() error {
 		switch m.Kind {
 		case KindSpawn:
 			// One goroutine per request: a request that waits for a cell
-			// (or a slow fork) holds up no other.
+			// holds up no other. (A fork holds its P until the child has
+			// exec'd: see spawnerProcs in cmd/suserve.)
 			fc.wg.Add(1)
 			go func() {
 				defer fc.wg.Done()
