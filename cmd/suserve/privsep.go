@@ -153,17 +153,18 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 // queue, run and end concurrently. A fork does not give it up: Go's fork
 // keeps its P until the child has exec'd (a vfork), so with one P the
 // spawner's forks follow one another, and its other work waits while one is
-// under way. That window is the child's way to its exec: 0.27 ms at the
-// least on a 2-CPU host, and 1.2 ms on average under 4 connections of the
-// bench's hello program with cgroup v1 cells, where the child already waits
-// in its cell's cpu group for the cell's turn on a CPU (both timed by perf
-// trace, which adds to them). What more Ps buy is threads that wake, spin
-// and sleep again around every message, and on a busy host that costs more
-// CPU than the spawner's work. On 2 CPUs under the hello program, two Ps
-// against one: with cells off, 0.70-0.74 ms of spawner CPU per request
-// against 0.45, and 12% fewer requests at 32 connections; with v1 cells,
-// the machine's idle time fell from 13% to 1% and the spawner's CPU rose by
-// a tenth, but the bench's req/s did not rise beyond its noise.
+// under way. That window is the child's way to its exec, and on a busy
+// machine the child waits for a CPU like any other process: on a 2-CPU host
+// under the bench's hello program with cgroup v1 cells, 0.27 ms at the
+// least and 1.4 ms on average at 32 connections, whether or not the child
+// starts in its cell's cpu group (timed by perf trace, which adds to them).
+// What more Ps buy is threads that wake, spin and sleep again around every
+// message, and on a busy host that costs more CPU than the spawner's work.
+// On 2 CPUs under the hello program, two Ps against one: with cells off,
+// 0.70-0.74 ms of spawner CPU per request against 0.45, and 12% fewer
+// requests at 32 connections; with v1 cells, the machine's idle time fell
+// from 13% to 1% and the spawner's CPU rose by a tenth, but the bench's
+// req/s did not rise beyond its noise.
 func spawnerProcs(ncpu int) int { return max(1, ncpu/8) }
 
 // frontProcs is the front's GOMAXPROCS where the runtime would choose
