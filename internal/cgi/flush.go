@@ -91,10 +91,7 @@ func (lw *LatencyWriter) flushLocked() {
 func (lw *LatencyWriter) Hold() {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	lw.armed = false
-	if lw.timer != nil {
-		lw.timer.Stop()
-	}
+	lw.disarmLocked()
 }
 
 // Stop ends the flushing; after it returns the timer never touches w.
@@ -102,6 +99,12 @@ func (lw *LatencyWriter) Stop() {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	lw.done = true
+	lw.disarmLocked()
+}
+
+// disarmLocked cancels the pending flush.
+func (lw *LatencyWriter) disarmLocked() {
+	lw.armed = false
 	if lw.timer != nil {
 		lw.timer.Stop()
 	}
