@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/suserve/suserve/internal/config"
 	"github.com/suserve/suserve/internal/server"
 	"github.com/suserve/suserve/internal/spawn"
@@ -94,6 +96,13 @@ func startSuserve(t *testing.T, cells string) *instance {
 // returns sections appended to the file, which lies in dir.
 func startSuserveWith(t *testing.T, cells string, extra func(dir string) string) *instance {
 	t.Helper()
+	return startSuserveCmd(t, cells, extra, nil)
+}
+
+// startSuserveCmd is startSuserveWith with prep(cmd) called on suserve's
+// command before it starts.
+func startSuserveCmd(t *testing.T, cells string, extra func(dir string) string, prep func(*exec.Cmd)) *instance {
+	t.Helper()
 	testutil.RequireRoot(t)
 	// The front reads the configuration as its own user: every directory
 	// on the way must let it through.
@@ -151,7 +160,11 @@ account = "alice"
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	in := startInstance(t, dir, addr, exec.Command(binary, "serve", "-config", file))
+	cmd := exec.Command(binary, "serve", "-config", file)
+	if prep != nil {
+		prep(cmd)
+	}
+	in := startInstance(t, dir, addr, cmd)
 	in.waitServing(10 * time.Second)
 	return in
 }
@@ -420,6 +433,67 @@ root = "suserve-privsep-test"`)
 	if tried == 0 {
 		t.Logf("the program is in no cell of this test (%s): cells are off on this host", strings.TrimSpace(string(cg)))
 	}
+}
+
+// TestTheFrontHasNoTerminal starts suserve as root from a terminal (a
+// pseudo-terminal it controls): the front leads a session of its own and
+// has no controlling terminal, so it can neither open /dev/tty nor type
+// into the root shell's input.
+func TestTheFrontHasNoTerminal(t *testing.T) {
+	testutil.RequireRoot(t)
+	ptmx, pts := openPty(t)
+	defer ptmx.Close()
+	in := startSuserveCmd(t, `backend = "none"`, nil, func(cmd *exec.Cmd) {
+		cmd.Stdin = pts
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	})
+	pts.Close()
+	spawner, front := in.cmd.Process.Pid, in.front()
+	if sid, tty := sessionTTY(t, spawner); sid != spawner || tty == 0 {
+		t.Fatalf("the spawner's session %d and terminal %d: the test did not give it its terminal", sid, tty)
+	}
+	if sid, tty := sessionTTY(t, front); sid != front || tty != 0 {
+		t.Errorf("the front (pid %d) is in session %d with terminal %d, want a session of its own and no terminal", front, sid, tty)
+	}
+}
+
+// openPty opens a new pseudo-terminal: its master and its slave.
+func openPty(t *testing.T) (ptmx, pts *os.File) {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := int(ptmx.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ptmx, pts
+}
+
+// sessionTTY reads a process's session id and controlling terminal (0:
+// none) from /proc/PID/stat.
+func sessionTTY(t *testing.T, pid int) (sid, tty int) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command name, which ends at the last ')':
+	// state ppid pgrp session tty_nr ...
+	_, rest, _ := strings.Cut(string(b[strings.LastIndexByte(string(b), ')'):]), " ")
+	f := strings.Fields(rest)
+	sid, _ = strconv.Atoi(f[3])
+	tty, _ = strconv.Atoi(f[4])
+	return sid, tty
 }
 
 // TestKillingTheFrontLosesOnlyItsRequests kills the front while long

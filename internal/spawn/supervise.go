@@ -161,7 +161,10 @@ func (s *Supervisor) once(ctx context.Context, log *slog.Logger) error {
 			Credential: s.Cred,
 			// The front dies with the spawner: it can do nothing without it.
 			Pdeathsig: syscall.SIGKILL,
-			Setpgid:   true,
+			// Its own session: no controlling terminal, so a front that
+			// parsed its way into trouble cannot open /dev/tty and type
+			// into the shell that started suserve as root (TIOCSTI).
+			Setsid: true,
 		},
 	}
 	// Pdeathsig fires when the thread that forked exits, not the process
