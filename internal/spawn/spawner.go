@@ -60,10 +60,32 @@ type Spawner struct {
 	Apps     AppFunc // nil: the spawner starts no app workers
 	FrontUID uint32  // the uid the front runs as: the peer must have it (SO_PEERCRED)
 	Log      *slog.Logger
+	// MaxWaiting bounds the spawn and worker requests of one front that
+	// the spawner has read and not yet answered (those waiting for a
+	// cell, mostly); 0 is DefaultMaxWaiting. Each holds its descriptors
+	// and a goroutine in a root process: beyond the bound a request is
+	// refused at once (503, SpawnerBusy), so a front cannot make the
+	// spawner hold more.
+	MaxWaiting int
 
 	handles atomic.Uint64
 	mu      sync.RWMutex // guards Routes and Apps once Serve runs: see SetPolicy
 }
+
+// DefaultMaxWaiting is Spawner.MaxWaiting's default: far more requests
+// than wait for cells at once on a busy host, far fewer descriptors than
+// the spawner may hold.
+const DefaultMaxWaiting = 4096
+
+// SpawnerBusy is the refusal of a request beyond Spawner.MaxWaiting.
+type SpawnerBusy struct{ Waiting int }
+
+func (e *SpawnerBusy) Error() string {
+	return fmt.Sprintf("%d requests already wait for the spawner; try again shortly", e.Waiting)
+}
+func (e *SpawnerBusy) Cause() string             { return "spawner busy" }
+func (e *SpawnerBusy) HTTPStatus() int           { return 503 }
+func (e *SpawnerBusy) RetryAfter() time.Duration { return time.Second }
 
 // SetPolicy replaces Routes and Apps, as a configuration reload does:
 // every request read from then on is checked against the new ones.
@@ -99,6 +121,9 @@ type frontConn struct {
 	mu   sync.Mutex
 	live map[uint64]*Process // started and not yet killed by the front
 	done bool
+	// waiting counts the spawn and worker requests read and not yet
+	// answered: see Spawner.MaxWaiting.
+	waiting atomic.Int64
 	// ctx ends when the front is gone: a request still waiting for a cell
 	// gives up, and (as Start's ctx) every program is killed.
 	ctx    context.Context
@@ -154,20 +179,19 @@ func (fc *frontConn) read() error {
 			continue
 		}
 		switch m.Kind {
-		case KindSpawn:
+		case KindSpawn, KindWorker:
+			if n := fc.waiting.Add(1); n > int64(fc.s.maxWaiting()) {
+				fc.waiting.Add(-1)
+				fc.refused(m, &SpawnerBusy{Waiting: int(n - 1)})
+				continue
+			}
 			// One goroutine per request: a request that waits for a cell
 			// holds up no other. (A fork holds its P until the child has
 			// exec'd: see spawnerProcs in cmd/suserve.)
 			fc.wg.Add(1)
 			go func() {
 				defer fc.wg.Done()
-				fc.spawn(m)
-			}()
-		case KindWorker:
-			fc.wg.Add(1)
-			go func() {
-				defer fc.wg.Done()
-				fc.worker(m)
+				fc.serveRequest(m)
 			}()
 		case KindKill:
 			// Killing a cell's request group can take milliseconds
@@ -217,18 +241,43 @@ func (fc *frontConn) refuse(id uint64, err error) {
 	fc.send(&Message{Kind: KindRefused, Refused: r})
 }
 
-// spawn carries out one request. The request's descriptors are the
-// program's stdin, stdout and stderr.
-func (fc *frontConn) spawn(m *Message) {
+// serveRequest carries out a spawn or worker request: its checks, its
+// start, then the reply and, once the program has ended, the report.
+func (fc *frontConn) serveRequest(m *Message) {
+	var p *Process
+	var refusal, err error
+	if m.Kind == KindSpawn {
+		p, refusal, err = fc.spawn(m)
+	} else {
+		p, refusal, err = fc.worker(m)
+	}
+	fc.waiting.Add(-1) // answered from here on
+	if refusal != nil {
+		fc.refused(m, refusal)
+		return
+	}
+	fc.started(m, p, err)
+}
+
+// spawn checks and starts one request's program: the refusal of its
+// checks, or Start's result. The request's descriptors are the program's
+// stdin, stdout and stderr.
+func (fc *frontConn) spawn(m *Message) (p *Process, refusal, err error) {
 	spec, err := fc.spec(m.Spawn, m.FDs)
 	if err != nil {
-		fc.refused(m, err)
-		return
+		return nil, err, nil
 	}
 	// The program's lifetime is the front's, not the request's: the front
 	// kills it with a kill message, and its death kills everything.
-	p, err := fc.s.Local.Start(fc.ctx, spec)
-	fc.started(m, p, err)
+	p, err = fc.s.Local.Start(fc.ctx, spec)
+	return p, nil, err
+}
+
+func (s *Spawner) maxWaiting() int {
+	if s.MaxWaiting > 0 {
+		return s.MaxWaiting
+	}
+	return DefaultMaxWaiting
 }
 
 // request is the id of m, a spawn or worker request, and the names its
@@ -343,16 +392,15 @@ func hasDotDot(p string) bool {
 	return false
 }
 
-// worker carries out a worker request: the app's worker from the
+// worker checks and starts a worker request: the app's worker from the
 // spawner's configuration, with the front's socket and log pipe.
-func (fc *frontConn) worker(m *Message) {
+func (fc *frontConn) worker(m *Message) (p *Process, refusal, err error) {
 	spec, err := fc.workerSpec(m.Worker, m.FDs)
 	if err != nil {
-		fc.refused(m, err)
-		return
+		return nil, err, nil
 	}
-	p, err := fc.s.Local.StartWorker(fc.ctx, spec)
-	fc.started(m, p, err)
+	p, err = fc.s.Local.StartWorker(fc.ctx, spec)
+	return p, nil, err
 }
 
 // workerSpec checks a worker request's descriptors and builds its spec. The

@@ -524,6 +524,41 @@ func spawnsDoNotWaitForEachOther(t *testing.T) {
 	}
 }
 
+// TestSpawnerBoundsTheRequestsItHolds: with MaxWaiting requests waiting
+// for their cell, the next is refused at once with 503 and a Retry-After,
+// and once they are answered the spawner takes requests again.
+func TestSpawnerBoundsTheRequestsItHolds(t *testing.T) {
+	g := &gateCells{gate: make(chan struct{}), waiting: make(chan struct{}, 1)}
+	b := newBoundaryWith(t, 0, func(b *boundary) {
+		b.f.l.Cells = g
+		b.s.MaxWaiting = 2
+	})
+	c := NewClient(b.front)
+	probe := b.f.probe("probe")
+	held := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, _, err := b.run(c, &Spec{Path: probe, Args: []string{"probe", "exit", "0"}, Route: "/auth/", Identity: "bob"})
+			held <- err
+		}()
+		<-g.waiting
+	}
+	_, _, err := b.run(c, &Spec{Path: probe, Args: []string{"probe", "exit", "0"}, Route: "/auth/", Identity: "alice"})
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Status != 503 || re.CauseText != "spawner busy" || re.Retry != time.Second || !strings.Contains(re.Detail, "2 requests already wait") {
+		t.Fatalf("a third request while two wait: %#v (%v), want 503 spawner busy with Retry-After", err, err)
+	}
+	close(g.gate)
+	for range 2 {
+		if err := <-held; err != nil {
+			t.Fatalf("a held request after the gate opened: %v", err)
+		}
+	}
+	if out, _, err := b.run(c, &Spec{Path: probe, Args: []string{"probe", "id"}, Route: "/auth/", Identity: "alice"}); err != nil || !strings.HasPrefix(out, "61001 ") {
+		t.Fatalf("a request once the others were answered: %q %v", out, err)
+	}
+}
+
 // TestFrontDeathEndsAWaitingRequest closes the front while a request
 // waits for its cell: the spawner gives up on it and Serve returns.
 func TestFrontDeathEndsAWaitingRequest(t *testing.T) {
