@@ -269,6 +269,7 @@ func TestSpawnerRefusesMalformedMessagesAndClosesTheirDescriptors(t *testing.T) 
 	good := spawnBytes(t, 7, probe)
 	big := make([]byte, MaxMessage+100)
 	big[0] = byte(KindSpawn)
+	big[1] = 9 // its id, little-endian
 	hugeCount := append([]byte{byte(KindSpawn)}, make([]byte, 8)...)
 	hugeCount = append(hugeCount, 0xff, 0xff, 0xff, 0x7f)
 	for _, tc := range []struct {
@@ -281,8 +282,8 @@ func TestSpawnerRefusesMalformedMessagesAndClosesTheirDescriptors(t *testing.T) 
 		{"no descriptors", good, 0, ErrFDCount, 7},
 		{"two descriptors", good, 2, ErrFDCount, 7},
 		{"four descriptors", good, 4, ErrFDCount, 7},
-		{"more descriptors than room", good, maxFDs + 2, ErrFDCount, 0},
-		{"oversized", big, 3, ErrOversized, 0},
+		{"more descriptors than room", good, maxFDs + 2, ErrFDCount, 7},
+		{"oversized", big, 3, ErrOversized, 9},
 		{"truncated", good[:len(good)-3], 3, ErrTruncated, 7},
 		{"trailing bytes", append(append([]byte{}, good...), 0), 3, ErrTrailing, 7},
 		{"a string longer than the rest", hugeCount, 3, ErrOversized, 0},

@@ -558,7 +558,8 @@ func readMessage(c *net.UnixConn, buf, oob []byte) (*Message, error) {
 		fds, ferr = parseRights(oob[:oobn])
 		if ferr != nil {
 			closeAll(fds)
-			return nil, &MessageError{Err: ferr}
+			b := buf[:max(n, 0)]
+			return nil, &MessageError{Kind: kindOf(b), ID: idOf(b), Err: ferr}
 		}
 	}
 	if err != nil {
@@ -574,10 +575,13 @@ func readMessage(c *net.UnixConn, buf, oob []byte) (*Message, error) {
 	switch {
 	case flags&unix.MSG_TRUNC != 0 || n > MaxMessage:
 		closeAll(fds)
-		return nil, &MessageError{Kind: kindOf(buf[:n]), Err: ErrOversized, Detail: fmt.Sprintf("more than %d bytes", MaxMessage)}
+		return nil, &MessageError{Kind: kindOf(buf[:n]), ID: idOf(buf[:n]), Err: ErrOversized, Detail: fmt.Sprintf("more than %d bytes", MaxMessage)}
 	case flags&unix.MSG_CTRUNC != 0:
+		// Descriptors the kernel could not pass (more than fit, or the
+		// spawner at its open-file limit): the message itself is whole, and
+		// its id lets the front answer the request.
 		closeAll(fds)
-		return nil, &MessageError{Kind: kindOf(buf[:n]), Err: ErrFDCount, Detail: fmt.Sprintf("more than %d descriptors", maxFDs)}
+		return nil, &MessageError{Kind: kindOf(buf[:n]), ID: idOf(buf[:n]), Err: ErrFDCount, Detail: fmt.Sprintf("more than %d descriptors, or no room for them", maxFDs)}
 	}
 	return Decode(buf[:n], fds)
 }
@@ -587,6 +591,16 @@ func kindOf(b []byte) MsgKind {
 		return 0
 	}
 	return MsgKind(b[0])
+}
+
+// idOf is the request id of a spawn or worker request that could not be
+// decoded, which both encode first: the refusal then reaches the request
+// that waits for it. 0 (no request) for other kinds and short messages.
+func idOf(b []byte) uint64 {
+	if len(b) < 9 || (MsgKind(b[0]) != KindSpawn && MsgKind(b[0]) != KindWorker) {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(b[1:9])
 }
 
 func closeAll(fs []*os.File) {
