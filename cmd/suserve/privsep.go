@@ -195,6 +195,7 @@ func spawnerReloads(ctx context.Context, rl *reloading, running *config.Config, 
 			}
 		}
 		sp.SetPolicy(routeResolver(next, state, ids), appResolver(next, state))
+		sp.Local.SetPassEnv(next.CGI.PassEnv)
 		log.Info("reload: the spawner follows the new configuration; the front reloads", "config", rl.path)
 		if err := sup.Signal(syscall.SIGHUP); err != nil {
 			log.Warn("reload: the front was not told; a new front reads the file when it starts", "err", err.Error())

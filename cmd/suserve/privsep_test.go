@@ -863,6 +863,42 @@ func TestSIGHUPReloadsTheSpawnerAndThenTheFront(t *testing.T) {
 	}
 }
 
+// motdProgram prints SITE_MOTD, which only [cgi] pass_env lets through.
+const motdProgram = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n[%s]\\n' \"$SITE_MOTD\"\n"
+
+// motdEnv is suserve's environment with the variable motdProgram prints.
+func motdEnv() []string { return append(os.Environ(), "SITE_MOTD=from the host") }
+
+// TestSIGHUPAppliesPassEnvBehindTheBoundary: a name added to pass_env by
+// a reload reaches programs, and one removed no longer does. The front
+// adds it and the spawner filters it: both follow the reload.
+func TestSIGHUPAppliesPassEnvBehindTheBoundary(t *testing.T) {
+	in := startSuserveCmd(t, `backend = "none"`, nil, func(cmd *exec.Cmd) { cmd.Env = motdEnv() })
+	motd := filepath.Join(in.dir, "cgi", "motd")
+	if err := os.WriteFile(motd, []byte(motdProgram), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(motd, testutil.AliceUID, testutil.AliceUID); err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.ReadFile(filepath.Join(in.dir, "suserve.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct{ conf, want string }{
+		{"", "[]\n"},
+		{"\n[cgi]\npass_env = [\"SITE_MOTD\"]\n", "[from the host]\n"},
+		{"\n[cgi]\npass_env = []\n", "[]\n"},
+	} {
+		if step.conf != "" {
+			in.reload(string(base)+step.conf, "configuration reloaded")
+		}
+		if out, err := in.get("/cgi-bin/motd", 5*time.Second); err != nil || out != step.want {
+			t.Errorf("with %q: the program says %q (%v), want %q", step.conf, out, err, step.want)
+		}
+	}
+}
+
 // TestSIGHUPReloadsAnUnprivilegedServer: started as an ordinary user,
 // suserve serves in one process, and SIGHUP applies a new route there.
 func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
@@ -876,13 +912,17 @@ func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
 	}
 	cgi := filepath.Join(dir, "cgi")
 	hello := filepath.Join(cgi, "hello")
+	motd := filepath.Join(cgi, "motd")
 	if err := os.Mkdir(cgi, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(hello, []byte(helloProgram), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{cgi, hello} {
+	if err := os.WriteFile(motd, []byte(motdProgram), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{cgi, hello, motd} {
 		if err := os.Chown(p, uid, uid); err != nil {
 			t.Fatal(err)
 		}
@@ -908,14 +948,22 @@ func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "serve", "-config", file)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	cmd.Env = motdEnv()
 	in := startInstance(t, dir, addr, cmd)
 	want := fmt.Sprintf("hello %d\n", uid)
 	if out := in.poll("/cgi-bin/hello", 10*time.Second); out != want {
 		t.Fatalf("hello says %q, want %q", out, want)
 	}
-	in.reload(conf+route("/more/"), "configuration reloaded")
+	if out, err := in.get("/cgi-bin/motd", 5*time.Second); err != nil || out != "[]\n" {
+		t.Errorf("motd before pass_env names SITE_MOTD: %q %v", out, err)
+	}
+	in.reload(conf+route("/more/")+"\n[cgi]\npass_env = [\"SITE_MOTD\"]\n", "configuration reloaded")
 	if out, err := in.get("/more/hello", 5*time.Second); err != nil || out != want {
 		t.Errorf("/more/hello after the reload: %q %v", out, err)
+	}
+	// The launcher outlives the reload: its filter follows pass_env too.
+	if out, err := in.get("/cgi-bin/motd", 5*time.Second); err != nil || out != "[from the host]\n" {
+		t.Errorf("motd after the reload added SITE_MOTD to pass_env: %q %v", out, err)
 	}
 }
 

@@ -76,6 +76,11 @@ func (rl *reloading) servers(ctx context.Context, running *config.Config, opts s
 		if err != nil {
 			return err
 		}
+		// The launcher outlives reloads; its filter of the programs'
+		// environment follows [cgi] pass_env.
+		if l, ok := opts.Spawner.(interface{ SetPassEnv([]string) }); ok {
+			l.SetPassEnv(next.CGI.PassEnv)
+		}
 		select {
 		case out <- srv:
 			return nil

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/suserve/suserve/internal/identity"
@@ -45,7 +47,7 @@ type Local struct {
 	UIDMin     uint32          // lowest uid a program may run as; 0 is DefaultUIDMin
 	GIDMin     uint32          // lowest primary gid; 0 is DefaultGIDMin
 	Path       string          // the fixed PATH; "" is DefaultPath
-	PassEnv    []string        // variable names kept besides the CGI safe list (config pass_env)
+	PassEnv    []string        // variable names kept besides the CGI safe list (config pass_env); see SetPassEnv
 	Cells      Cells           // nil: no cells, Kill kills the process group
 
 	selfOnce sync.Once
@@ -54,6 +56,7 @@ type Local struct {
 	nullOnce sync.Once
 	null     *os.File
 	nullErr  error
+	passEnv  atomic.Pointer[[]string] // set by SetPassEnv
 }
 
 // umaskOnce sets the process's umask to 022. The umask is a process
@@ -254,6 +257,20 @@ func (l *Local) identityEnv(env []string, id identity.Identity, keep func(name s
 	return append(out, "HOME="+home, "USER="+id.Name, "LOGNAME="+id.Name, "PATH="+path)
 }
 
+// SetPassEnv replaces PassEnv, as a configuration reload does: programs
+// started from then on keep these names. Safe while programs start.
+func (l *Local) SetPassEnv(names []string) {
+	names = slices.Clone(names)
+	l.passEnv.Store(&names)
+}
+
+func (l *Local) passEnvNames() []string {
+	if p := l.passEnv.Load(); p != nil {
+		return *p
+	}
+	return l.PassEnv
+}
+
 func (l *Local) safeEnv(name string) bool {
 	switch name {
 	case "HOME", "USER", "LOGNAME", "PATH", "HTTP_PROXY":
@@ -269,12 +286,7 @@ func (l *Local) safeEnv(name string) bool {
 			return true
 		}
 	}
-	for _, n := range l.PassEnv {
-		if n == name {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(l.passEnvNames(), name)
 }
 
 // safeNames are the CGI meta-variables (RFC 3875 §4.1) and the extras Apache
