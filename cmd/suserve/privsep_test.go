@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/suserve/suserve/internal/cgi"
 	"github.com/suserve/suserve/internal/config"
 	"github.com/suserve/suserve/internal/server"
 	"github.com/suserve/suserve/internal/spawn"
@@ -860,6 +861,36 @@ func TestSIGHUPReloadsTheSpawnerAndThenTheFront(t *testing.T) {
 	}
 	if n := in.log.Count("configuration reloaded"); n != 1 {
 		t.Errorf("the front reloaded %d times, want once", n)
+	}
+}
+
+// TestLongRequestsGetTheSameAnswerAcrossTheBoundary: a request whose
+// environment is just under the gateway's bounds fits one spawn request
+// and is served; one over them gets the gateway's 414, as in-process, not
+// a refusal of a malformed message.
+func TestLongRequestsGetTheSameAnswerAcrossTheBoundary(t *testing.T) {
+	in := startSuserve(t, `backend = "none"`)
+	q := strings.Repeat("q", cgi.MaxEnvVar-100)
+	for _, tc := range []struct {
+		name, query, cookie string
+		want                int
+	}{
+		{"just under the bounds", q, strings.Repeat("c", 12<<10), http.StatusOK},
+		{"a query string over them", q + strings.Repeat("q", 200), "", http.StatusRequestURITooLong},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+in.addr+"/cgi-bin/hello?"+tc.query, nil)
+		if tc.cookie != "" {
+			req.Header.Set("Cookie", tc.cookie)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: status %d, want %d: %s", tc.name, resp.StatusCode, tc.want, body)
+		}
 	}
 }
 

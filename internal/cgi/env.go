@@ -164,6 +164,52 @@ func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength in
 	return env
 }
 
+// A program's environment is bounded whatever the launcher: one variable
+// (NAME=value) at most MaxEnvVar bytes, all of them at most MaxEnvTotal.
+// The bounds fit a spawn request across the privilege boundary
+// (internal/spawn: 16 KiB a string, 64 KiB a message, with room for the
+// path, names and arguments), so a request gets the same answer with
+// privilege separation and without. Apache's are tighter: 8190 bytes a
+// header field or request line.
+const (
+	MaxEnvVar   = 16 << 10
+	MaxEnvTotal = 48 << 10
+)
+
+// uriVariables are the meta-variables made from the request's URL.
+var uriVariables = map[string]bool{
+	"QUERY_STRING": true, "REQUEST_URI": true, "PATH_INFO": true, "PATH_TRANSLATED": true,
+	"SCRIPT_NAME": true, "SCRIPT_URI": true, "SCRIPT_URL": true,
+}
+
+// checkEnv refuses an environment over the bounds before any program
+// runs: 414 when the URL made it too large, 431 when the header fields did.
+func checkEnv(env []string) *Failure {
+	total, fromURI := 0, 0
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if len(kv) > MaxEnvVar {
+			c := HeadersLarge
+			if uriVariables[name] {
+				c = URITooLong
+			}
+			return newFailure(c, "%s would be %d bytes; a variable's limit is %d", name, len(kv), MaxEnvVar)
+		}
+		total += len(kv)
+		if uriVariables[name] {
+			fromURI += len(kv)
+		}
+	}
+	if total > MaxEnvTotal {
+		c := HeadersLarge
+		if 2*fromURI > total {
+			c = URITooLong
+		}
+		return newFailure(c, "the program's environment would be %d bytes; the limit is %d", total, MaxEnvTotal)
+	}
+	return nil
+}
+
 // envableName reports whether a header field name maps to one HTTP_* name
 // without ambiguity. Names with "_" are dropped, as Apache 2.4 does, because
 // "X-User" and "X_User" would both become HTTP_X_USER and a client could

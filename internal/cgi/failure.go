@@ -25,6 +25,8 @@ const (
 	NoScript     Cause = "no such program"        // nothing executable at that URL, or a directory (404)
 	BodyTooLarge Cause = "request body too large" // over max_request_body (413)
 	BodyUnread   Cause = "request body unreadable"
+	URITooLong   Cause = "request URI too long"            // the URL makes the environment too large (414)
+	HeadersLarge Cause = "request header fields too large" // the header fields make it too large (431)
 
 	// Launch failures and endings, as launchers name them (Diagnosis);
 	// internal/spawn uses the same strings. Policy refusals are classes
@@ -87,6 +89,10 @@ func newFailure(c Cause, format string, args ...any) *Failure {
 		st = http.StatusNotFound
 	case BodyTooLarge:
 		st = http.StatusRequestEntityTooLarge
+	case URITooLong:
+		st = http.StatusRequestURITooLong
+	case HeadersLarge:
+		st = http.StatusRequestHeaderFieldsTooLarge
 	case HeaderTimeout, IdleTimeout:
 		st = http.StatusGatewayTimeout // RFC 9110 §15.6.5
 	case ClientGone:

@@ -224,6 +224,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *Record) str
 		return ""
 	}
 	defer body.stop()
+	env := h.env(r, rec, sc, body.length)
+	if f := checkEnv(env); f != nil {
+		h.fail(w, r, rec, f)
+		return ""
+	}
 
 	outR, outW, err := childPipe(false)
 	if err != nil {
@@ -240,7 +245,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *Record) str
 	cmd := &Command{
 		Path:     sc.file,
 		Args:     []string{sc.file},
-		Env:      h.env(r, rec, sc, body.length),
+		Env:      env,
 		Dir:      filepath.Dir(sc.file),
 		Identity: h.Identity,
 		Route:    h.Route,

@@ -336,6 +336,53 @@ func TestBodyOverTheLimitIs413BeforeAnyProgramRuns(t *testing.T) {
 	}
 }
 
+// TestAnEnvironmentOverItsBoundsIsRefusedBeforeAnyProgramRuns: a URL or
+// header fields that would make a variable or the whole environment
+// larger than the bounds get 414 or 431, and no program runs; a request
+// just under them is served whole.
+func TestAnEnvironmentOverItsBoundsIsRefusedBeforeAnyProgramRuns(t *testing.T) {
+	s := newTestServer(t, false)
+	long := strings.Repeat("x", MaxEnvVar)
+	part := strings.Repeat("y", 14<<10)
+	for _, tc := range []struct {
+		name     string
+		pathInfo string
+		header   http.Header
+		status   int
+		cause    Cause
+	}{
+		{"a path over a variable's bound", "/" + long, nil, http.StatusRequestURITooLong, URITooLong},
+		{"a header field over a variable's bound", "", http.Header{"Cookie": {long}}, http.StatusRequestHeaderFieldsTooLarge, HeadersLarge},
+		{"header fields over the total", "", http.Header{"X-A": {part}, "X-B": {part}, "X-C": {part}, "X-D": {part}}, http.StatusRequestHeaderFieldsTooLarge, HeadersLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			marker := filepath.Join(t.TempDir(), "ran")
+			req, _ := http.NewRequest(http.MethodGet, s.URL+"/cgi-bin/marker"+tc.pathInfo+"?"+marker, nil)
+			for k, v := range tc.header {
+				req.Header[k] = v
+			}
+			resp := s.do(t, req, "big")
+			page, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, page)
+			}
+			s.waitServed(t, "big")
+			if _, err := os.Stat(marker); err == nil {
+				t.Fatal("the program ran")
+			}
+			if l := s.logs.failureLine(t, "big"); l["cause"] != string(tc.cause) {
+				t.Errorf("log cause %v, want %q", l["cause"], tc.cause)
+			}
+			s.logs.buf.Reset()
+		})
+	}
+	q := strings.Repeat("z", MaxEnvVar-100)
+	if env := readEnv(t, s.get(t, "/cgi-bin/env?"+q, "under")); env["QUERY_STRING"] != q {
+		t.Errorf("a query string just under the bound reached the program as %d bytes, want %d", len(env["QUERY_STRING"]), len(q))
+	}
+}
+
 func TestFailuresAreDiagnosed(t *testing.T) {
 	s := newTestServer(t, false, func(h *Handler) { h.Diagnostics = true })
 	for _, tc := range []struct {
