@@ -398,6 +398,22 @@ func TestEncodeRefusesWhatDecodeWould(t *testing.T) {
 	if _, err := Encode(&Message{Kind: 77}); !errors.Is(err, ErrUnknownKind) {
 		t.Errorf("an unknown kind: %v", err)
 	}
+	// One string over its limit, in a message under its own: refused
+	// with the request's id, so that its caller learns of it.
+	var me *MessageError
+	_, err = Encode(&Message{Kind: KindSpawn, Spawn: &SpawnRequest{ID: 5, Env: []string{"QUERY_STRING=" + strings.Repeat("q", MaxString)}}})
+	if !errors.Is(err, ErrOversized) || !errors.As(err, &me) || me.ID != 5 {
+		t.Errorf("a string over MaxString: %v", err)
+	}
+	for _, m := range []*Message{
+		{Kind: KindSpawn, Spawn: &SpawnRequest{Env: []string{"A=b\x00c"}}},
+		{Kind: KindSpawn, Spawn: &SpawnRequest{Path: "/a\x00b"}},
+		{Kind: KindWorker, Worker: &WorkerRequest{Socket: "/s\x00"}},
+	} {
+		if _, err := Encode(m); !errors.Is(err, ErrField) {
+			t.Errorf("a NUL byte in %+v: %v", m, err)
+		}
+	}
 }
 
 func TestSignalOutsideTheKernelsRangeIsRefused(t *testing.T) {
@@ -413,10 +429,11 @@ func TestSignalOutsideTheKernelsRangeIsRefused(t *testing.T) {
 }
 
 func TestDecodeRefusesNULInPaths(t *testing.T) {
-	b, err := Encode(&Message{Kind: KindSpawn, Spawn: &SpawnRequest{Path: "/a\x00b"}})
+	b, err := Encode(&Message{Kind: KindSpawn, Spawn: &SpawnRequest{Path: "/a\x01b"}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	b[bytes.Index(b, []byte("/a\x01b"))+2] = 0 // what Encode refuses, sent all the same
 	if _, err := Decode(b, nil); !errors.Is(err, ErrField) {
 		t.Fatalf("a NUL in the path: %v", err)
 	}

@@ -207,21 +207,36 @@ func (m *Message) Close() {
 	m.FDs = nil
 }
 
-// encoder appends fields to a buffer.
-type encoder struct{ b []byte }
+// encoder appends fields to a buffer. err is the first string the decoder
+// would refuse.
+type encoder struct {
+	b   []byte
+	err error
+}
 
 func (e *encoder) u8(v uint8)   { e.b = append(e.b, v) }
 func (e *encoder) u16(v uint16) { e.b = binary.LittleEndian.AppendUint16(e.b, v) }
 func (e *encoder) u32(v uint32) { e.b = binary.LittleEndian.AppendUint32(e.b, v) }
 func (e *encoder) u64(v uint64) { e.b = binary.LittleEndian.AppendUint64(e.b, v) }
 func (e *encoder) str(s string) {
+	if len(s) > MaxString && e.err == nil {
+		e.err = fmt.Errorf("%w: a string of %d bytes (limit %d)", ErrOversized, len(s), MaxString)
+	}
 	e.u32(uint32(len(s)))
 	e.b = append(e.b, s...)
+}
+
+// path is a string that the decoder refuses with a NUL byte in it.
+func (e *encoder) path(s string) {
+	if strings.IndexByte(s, 0) >= 0 && e.err == nil {
+		e.err = fmt.Errorf("%w: a NUL byte in a string", ErrField)
+	}
+	e.str(s)
 }
 func (e *encoder) strs(ss []string) {
 	e.u32(uint32(len(ss)))
 	for _, s := range ss {
-		e.str(s)
+		e.path(s)
 	}
 }
 
@@ -237,12 +252,12 @@ func Encode(m *Message) ([]byte, error) {
 			return nil, &MessageError{Kind: m.Kind, ID: r.ID, Err: ErrOversized, Detail: fmt.Sprintf("%d arguments, %d environment entries", len(r.Args), len(r.Env))}
 		}
 		e.u64(r.ID)
-		e.str(r.Route)
-		e.str(r.Identity)
-		e.str(r.Path)
+		e.path(r.Route)
+		e.path(r.Identity)
+		e.path(r.Path)
 		e.strs(r.Args)
 		e.strs(r.Env)
-		e.str(r.Dir)
+		e.path(r.Dir)
 	case KindStarted:
 		e.u64(m.Started.ID)
 		e.u64(m.Started.Handle)
@@ -276,10 +291,10 @@ func Encode(m *Message) ([]byte, error) {
 	case KindWorker:
 		r := m.Worker
 		e.u64(r.ID)
-		e.str(r.App)
-		e.str(r.Identity)
+		e.path(r.App)
+		e.path(r.Identity)
 		e.u32(r.Slot)
-		e.str(r.Socket)
+		e.path(r.Socket)
 	case KindSignal:
 		if m.Signal.Signal == 0 || m.Signal.Signal > maxSignal {
 			return nil, &MessageError{Kind: m.Kind, Err: ErrField, Detail: fmt.Sprintf("signal %d", m.Signal.Signal)}
@@ -290,10 +305,24 @@ func Encode(m *Message) ([]byte, error) {
 	default:
 		return nil, &MessageError{Kind: m.Kind, Err: ErrUnknownKind}
 	}
+	if e.err != nil {
+		return nil, &MessageError{Kind: m.Kind, ID: requestID(m), Err: e.err}
+	}
 	if len(e.b) > MaxMessage {
-		return nil, &MessageError{Kind: m.Kind, Err: ErrOversized, Detail: fmt.Sprintf("%d bytes, limit %d", len(e.b), MaxMessage)}
+		return nil, &MessageError{Kind: m.Kind, ID: requestID(m), Err: ErrOversized, Detail: fmt.Sprintf("%d bytes, limit %d", len(e.b), MaxMessage)}
 	}
 	return e.b, nil
+}
+
+// requestID is the id of a spawn or worker request, 0 for other kinds.
+func requestID(m *Message) uint64 {
+	switch {
+	case m.Spawn != nil:
+		return m.Spawn.ID
+	case m.Worker != nil:
+		return m.Worker.ID
+	}
+	return 0
 }
 
 // clip shortens the spawner's own texts to what the decoder accepts.
