@@ -208,18 +208,27 @@ func spawnerReloads(ctx context.Context, rl *reloading, running *config.Config, 
 // report and exit.
 const frontGrace = 5 * time.Second
 
-// frontEnv is the spawner's environment without the variables that steer
-// the front, and with server.SysmonPolling (which the spawner's own
-// environment lacks only when suserve could not re-execute itself).
+// frontEnv is what the front gets of the spawner's environment: the Go
+// runtime's settings, the locale, the time zone, TMPDIR and PATH, with
+// server.SysmonPolling (which the spawner's own environment lacks only
+// when suserve could not re-execute itself). Nothing else: whatever the
+// service manager or root's shell put there (a password, root's HOME)
+// stays with root. Programs get their pass_env variables from the
+// spawner.
 func frontEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "SUSERVE_") && !strings.HasPrefix(kv, "SUSERVE_TEST") {
-			continue
+		name, _, _ := strings.Cut(kv, "=")
+		if frontEnvNames[name] || strings.HasPrefix(name, "LC_") {
+			out = append(out, kv)
 		}
-		out = append(out, kv)
 	}
 	return server.WithSysmonPolling(out)
+}
+
+var frontEnvNames = map[string]bool{
+	"GODEBUG": true, "GOMAXPROCS": true, "GOGC": true, "GOMEMLIMIT": true, "GOTRACEBACK": true, "GORACE": true,
+	"LANG": true, "TZ": true, "TMPDIR": true, "PATH": true,
 }
 
 func listenerFiles(ln net.Listener) ([]*os.File, error) {

@@ -458,6 +458,38 @@ func TestTheFrontHasNoTerminal(t *testing.T) {
 	}
 }
 
+// TestTheFrontGetsNoneOfTheServersEnvironment: what the service manager
+// or root's shell put in suserve's environment stays with the spawner,
+// pass_env's variables included; programs still get pass_env's, from the
+// spawner.
+func TestTheFrontGetsNoneOfTheServersEnvironment(t *testing.T) {
+	in := startSuserveCmd(t, `backend = "none"`, func(string) string { return "\n[cgi]\npass_env = [\"SITE_MOTD\"]\n" }, func(cmd *exec.Cmd) {
+		cmd.Env = append(motdEnv(), "DB_PASSWORD=hunter2", "HOME=/root", "TZ=Europe/Paris")
+	})
+	env := environ(t, in.front())
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if name == "DB_PASSWORD" || name == "SITE_MOTD" || name == "HOME" {
+			t.Errorf("the front's environment has %s", kv)
+		}
+	}
+	for _, want := range []string{"TZ=Europe/Paris", "GODEBUG=" + server.SysmonPolling} {
+		if !slices.Contains(env, want) {
+			t.Errorf("the front's environment %q lacks %s", env, want)
+		}
+	}
+	motd := filepath.Join(in.dir, "cgi", "motd")
+	if err := os.WriteFile(motd, []byte(motdProgram), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(motd, testutil.AliceUID, testutil.AliceUID); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := in.get("/cgi-bin/motd", 5*time.Second); err != nil || out != "[from the host]\n" {
+		t.Errorf("a pass_env variable reached the program as %q (%v)", out, err)
+	}
+}
+
 // openPty opens a new pseudo-terminal: its master and its slave.
 func openPty(t *testing.T) (ptmx, pts *os.File) {
 	t.Helper()

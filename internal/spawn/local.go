@@ -228,12 +228,24 @@ func (l *Local) stdio(s *Spec) ([]uintptr, error) {
 }
 
 // environ is env filtered to the names that are safe to hand a program
-// run as another user, with the identity's HOME, USER and LOGNAME and the
-// fixed PATH. A name outside the list could change what the program runs
-// or loads (LD_PRELOAD, BASH_ENV, PERL5OPT, ...), which a request, or a
-// front that has been compromised, must never choose.
+// run as another user, with the identity's HOME, USER and LOGNAME, the
+// fixed PATH and the pass_env variables. A name outside the list could
+// change what the program runs or loads (LD_PRELOAD, BASH_ENV, PERL5OPT,
+// ...), which a request, or a front that has been compromised, must never
+// choose. The pass_env values are this process's own, whatever env says:
+// across the privilege boundary the spawner's, since the front does not
+// hold the server's environment.
 func (l *Local) environ(env []string, id identity.Identity) []string {
-	return l.identityEnv(env, id, l.safeEnv)
+	pass := l.passEnvNames()
+	out := l.identityEnv(env, id, func(name string) bool {
+		return !slices.Contains(pass, name) && l.safeEnv(name)
+	})
+	for _, n := range pass {
+		if v, ok := os.LookupEnv(n); ok {
+			out = append(out, n+"="+v)
+		}
+	}
+	return out
 }
 
 // identityEnv is the entries of env whose names keep allows, then the
@@ -271,6 +283,8 @@ func (l *Local) passEnvNames() []string {
 	return l.PassEnv
 }
 
+// safeEnv reports whether a variable of a request's environment may reach
+// a program: the CGI meta-variables and the request's header fields.
 func (l *Local) safeEnv(name string) bool {
 	switch name {
 	case "HOME", "USER", "LOGNAME", "PATH", "HTTP_PROXY":
@@ -286,7 +300,7 @@ func (l *Local) safeEnv(name string) bool {
 			return true
 		}
 	}
-	return slices.Contains(l.passEnvNames(), name)
+	return false
 }
 
 // safeNames are the CGI meta-variables (RFC 3875 §4.1) and the extras Apache

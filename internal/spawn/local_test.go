@@ -97,13 +97,18 @@ func TestMissingWorkingDirectoryIsDiagnosed(t *testing.T) {
 	failure(t, err, BadDir)
 }
 
+// TestEnvironmentIsFilteredAndIdentityVariablesReplaced: of a request's
+// environment only the CGI names reach the program; HOME, USER, LOGNAME
+// and PATH are the identity's, and pass_env's variables are the server's
+// own, whatever the request (or a compromised front) says.
 func TestEnvironmentIsFilteredAndIdentityVariablesReplaced(t *testing.T) {
 	f := newFixture(t)
-	f.l.PassEnv = []string{"SUSERVE_DEMO"}
+	t.Setenv("SITE_MOTD", "from the host")
+	f.l.PassEnv = []string{"SITE_MOTD", "SITE_UNSET"}
 	s := f.spec(f.probe("p"), "env")
 	s.Env = []string{"HOME=/evil", "USER=evil", "LOGNAME=evil", "PATH=/evil", "LD_PRELOAD=/evil.so",
 		"BASH_ENV=/evil", "HTTP_PROXY=http://evil", "HTTP_ACCEPT=text/html", "QUERY_STRING=a=b",
-		"SUSERVE_DEMO=1", "NOT_PASSED=1"}
+		"SITE_MOTD=forged", "SITE_UNSET=forged", "NOT_PASSED=1"}
 	out, err := f.run(s)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +123,7 @@ func TestEnvironmentIsFilteredAndIdentityVariablesReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{"HOME": id.Home, "USER": id.Name, "LOGNAME": id.Name, "PATH": DefaultPath,
-		"HTTP_ACCEPT": "text/html", "QUERY_STRING": "a=b", "SUSERVE_DEMO": "1"}
+		"HTTP_ACCEPT": "text/html", "QUERY_STRING": "a=b", "SITE_MOTD": "from the host"}
 	if len(got) != len(want) {
 		t.Errorf("environment %v, want exactly %v", got, want)
 	}
