@@ -903,16 +903,22 @@ func TestSIGHUPReloadsTheSpawnerAndThenTheFront(t *testing.T) {
 func TestLongRequestsGetTheSameAnswerAcrossTheBoundary(t *testing.T) {
 	in := startSuserve(t, `backend = "none"`)
 	q := strings.Repeat("q", cgi.MaxEnvVar-100)
+	many := http.Header{}
+	for i := range cgi.MaxEnvVars - 50 {
+		many.Set(fmt.Sprintf("X-%d", i), "v")
+	}
 	for _, tc := range []struct {
-		name, query, cookie string
-		want                int
+		name, query string
+		header      http.Header
+		want        int
 	}{
-		{"just under the bounds", q, strings.Repeat("c", 12<<10), http.StatusOK},
-		{"a query string over them", q + strings.Repeat("q", 200), "", http.StatusRequestURITooLong},
+		{"just under the bounds", q, http.Header{"Cookie": {strings.Repeat("c", 12<<10)}}, http.StatusOK},
+		{"just under the count of variables", "", many, http.StatusOK},
+		{"a query string over them", q + strings.Repeat("q", 200), nil, http.StatusRequestURITooLong},
 	} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+in.addr+"/cgi-bin/hello?"+tc.query, nil)
-		if tc.cookie != "" {
-			req.Header.Set("Cookie", tc.cookie)
+		for k, v := range tc.header {
+			req.Header[k] = v
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

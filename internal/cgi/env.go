@@ -165,15 +165,17 @@ func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength in
 }
 
 // A program's environment is bounded whatever the launcher: one variable
-// (NAME=value) at most MaxEnvVar bytes, all of them at most MaxEnvTotal.
-// The bounds fit a spawn request across the privilege boundary
-// (internal/spawn: 16 KiB a string, 64 KiB a message, with room for the
-// path, names and arguments), so a request gets the same answer with
-// privilege separation and without. Apache's are tighter: 8190 bytes a
-// header field or request line.
+// (NAME=value) at most MaxEnvVar bytes, all of them at most MaxEnvTotal,
+// and at most MaxEnvVars of them. The bounds fit a spawn request across
+// the privilege boundary (internal/spawn: 16 KiB a string, 1024
+// environment entries, 64 KiB a message, with room for the path, names
+// and arguments), so a request gets the same answer with privilege
+// separation and without. Apache's are tighter: 8190 bytes a header field
+// or request line, 100 header fields.
 const (
 	MaxEnvVar   = 16 << 10
 	MaxEnvTotal = 48 << 10
+	MaxEnvVars  = 1000
 )
 
 // uriVariables are the meta-variables made from the request's URL.
@@ -185,6 +187,9 @@ var uriVariables = map[string]bool{
 // checkEnv refuses an environment over the bounds before any program
 // runs: 414 when the URL made it too large, 431 when the header fields did.
 func checkEnv(env []string) *Failure {
+	if len(env) > MaxEnvVars {
+		return newFailure(HeadersLarge, "the program's environment would have %d variables; the limit is %d", len(env), MaxEnvVars)
+	}
 	total, fromURI := 0, 0
 	for _, kv := range env {
 		name, _, _ := strings.Cut(kv, "=")

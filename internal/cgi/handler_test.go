@@ -344,6 +344,10 @@ func TestAnEnvironmentOverItsBoundsIsRefusedBeforeAnyProgramRuns(t *testing.T) {
 	s := newTestServer(t, false)
 	long := strings.Repeat("x", MaxEnvVar)
 	part := strings.Repeat("y", 14<<10)
+	many := http.Header{}
+	for i := range MaxEnvVars {
+		many.Set(fmt.Sprintf("X-%d", i), "v")
+	}
 	for _, tc := range []struct {
 		name     string
 		pathInfo string
@@ -354,6 +358,7 @@ func TestAnEnvironmentOverItsBoundsIsRefusedBeforeAnyProgramRuns(t *testing.T) {
 		{"a path over a variable's bound", "/" + long, nil, http.StatusRequestURITooLong, URITooLong},
 		{"a header field over a variable's bound", "", http.Header{"Cookie": {long}}, http.StatusRequestHeaderFieldsTooLarge, HeadersLarge},
 		{"header fields over the total", "", http.Header{"X-A": {part}, "X-B": {part}, "X-C": {part}, "X-D": {part}}, http.StatusRequestHeaderFieldsTooLarge, HeadersLarge},
+		{"more header fields than variables", "", many, http.StatusRequestHeaderFieldsTooLarge, HeadersLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			marker := filepath.Join(t.TempDir(), "ran")
