@@ -47,7 +47,7 @@ type Local struct {
 	UIDMin     uint32          // lowest uid a program may run as; 0 is DefaultUIDMin
 	GIDMin     uint32          // lowest primary gid; 0 is DefaultGIDMin
 	Path       string          // the fixed PATH; "" is DefaultPath
-	PassEnv    []string        // variable names kept besides the CGI safe list (config pass_env); see SetPassEnv
+	PassEnv    []string        // variables programs get from this process's environment (config pass_env); see SetPassEnv
 	Cells      Cells           // nil: no cells, Kill kills the process group
 
 	selfOnce sync.Once
