@@ -226,8 +226,9 @@ func (e *encoder) str(s string) {
 	e.b = append(e.b, s...)
 }
 
-// path is a string that the decoder refuses with a NUL byte in it.
-func (e *encoder) path(s string) {
+// strNoNUL is a string in which the decoder refuses a NUL byte (a path,
+// a name, an argument, an environment entry).
+func (e *encoder) strNoNUL(s string) {
 	if strings.IndexByte(s, 0) >= 0 && e.err == nil {
 		e.err = fmt.Errorf("%w: a NUL byte in a string", ErrField)
 	}
@@ -236,7 +237,7 @@ func (e *encoder) path(s string) {
 func (e *encoder) strs(ss []string) {
 	e.u32(uint32(len(ss)))
 	for _, s := range ss {
-		e.path(s)
+		e.strNoNUL(s)
 	}
 }
 
@@ -252,12 +253,12 @@ func Encode(m *Message) ([]byte, error) {
 			return nil, &MessageError{Kind: m.Kind, ID: r.ID, Err: ErrOversized, Detail: fmt.Sprintf("%d arguments, %d environment entries", len(r.Args), len(r.Env))}
 		}
 		e.u64(r.ID)
-		e.path(r.Route)
-		e.path(r.Identity)
-		e.path(r.Path)
+		e.strNoNUL(r.Route)
+		e.strNoNUL(r.Identity)
+		e.strNoNUL(r.Path)
 		e.strs(r.Args)
 		e.strs(r.Env)
-		e.path(r.Dir)
+		e.strNoNUL(r.Dir)
 	case KindStarted:
 		e.u64(m.Started.ID)
 		e.u64(m.Started.Handle)
@@ -291,10 +292,10 @@ func Encode(m *Message) ([]byte, error) {
 	case KindWorker:
 		r := m.Worker
 		e.u64(r.ID)
-		e.path(r.App)
-		e.path(r.Identity)
+		e.strNoNUL(r.App)
+		e.strNoNUL(r.Identity)
 		e.u32(r.Slot)
-		e.path(r.Socket)
+		e.strNoNUL(r.Socket)
 	case KindSignal:
 		if m.Signal.Signal == 0 || m.Signal.Signal > maxSignal {
 			return nil, &MessageError{Kind: m.Kind, Err: ErrField, Detail: fmt.Sprintf("signal %d", m.Signal.Signal)}
