@@ -1,6 +1,7 @@
 package spawn
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // workerBoundary is a boundary whose spawner knows four apps, each the
@@ -27,7 +29,7 @@ func probeApps(f *fixture) AppFunc {
 	return func(r *WorkerRequest) (*WorkerSpec, bool, error) {
 		mode := strings.Trim(r.App, "/")
 		switch mode {
-		case "id", "fds", "env", "sleep":
+		case "id", "fds", "env", "sleep", "trap":
 		default:
 			return nil, false, refuse(UnknownRoute, "", "no app is %q", r.App)
 		}
@@ -116,6 +118,37 @@ func TestRemoteWorkerStopsOnSignalAndIsThenDone(t *testing.T) {
 	pidGone(t, p.Pid())
 	if err := p.Signal(syscall.SIGTERM); err != os.ErrProcessDone {
 		t.Fatalf("Signal after the exit report: %v, want os.ErrProcessDone", err)
+	}
+}
+
+// TestSpawnerSendsOnlyStopAndReloadSignals: a SIGSTOP from the front is
+// not sent (the worker would hold its slot without an end), and the
+// SIGTERM after it is: the messages are handled in order, and a stopped
+// worker could not run its SIGTERM handler to end.
+func TestSpawnerSendsOnlyStopAndReloadSignals(t *testing.T) {
+	_, c := workerBoundary(t)
+	p, log, err := startRemoteWorker(t, c, "/trap/", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(log).ReadString('\n'); err != nil || line != "trapping\n" {
+		t.Fatalf("the worker said %q (%v)", line, err)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGSTOP, syscall.SIGTERM} {
+		if err := p.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the worker ended with %v, want exit 0 from its SIGTERM handler", err)
+		}
+	case <-time.After(10 * time.Second):
+		p.Kill()
+		t.Fatal("the worker did not end on SIGTERM: the SIGSTOP before it reached it")
 	}
 }
 

@@ -478,12 +478,26 @@ func pipeWriteEnd(f *os.File) error {
 
 // signal sends a signal to a program the front has not killed yet.
 func (fc *frontConn) signal(r *SignalRequest) {
+	sig := syscall.Signal(r.Signal)
+	if !workerSignals[sig] {
+		fc.log.Warn("spawner refused a signal", "signal", sig.String(), "handle", r.Handle, "cause", "only the signals a worker is asked to stop or reload with are sent")
+		return
+	}
 	fc.mu.Lock()
 	p := fc.live[r.Handle]
 	fc.mu.Unlock()
 	if p != nil {
-		_ = p.Signal(syscall.Signal(r.Signal))
+		_ = p.Signal(sig)
 	}
+}
+
+// workerSignals are what the front may have sent to its programs: a stop
+// (SIGTERM, SIGINT, SIGQUIT) or a reload (SIGHUP, SIGUSR1, SIGUSR2). Not
+// SIGSTOP, which would hold a worker and its cell slot without an end,
+// nor the signals that programs' own libraries use internally.
+var workerSignals = map[syscall.Signal]bool{
+	syscall.SIGTERM: true, syscall.SIGINT: true, syscall.SIGQUIT: true,
+	syscall.SIGHUP: true, syscall.SIGUSR1: true, syscall.SIGUSR2: true,
 }
 
 // kill kills a program the front is done with before it exited, and

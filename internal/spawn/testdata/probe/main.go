@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,6 +75,14 @@ func main() {
 		time.Sleep(time.Hour)
 	case "sleep":
 		time.Sleep(time.Hour)
+	case "trap":
+		// Says "trapping" once SIGTERM is caught, and exits 0 on it: a
+		// stopped process cannot.
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGTERM)
+		fmt.Println("trapping")
+		<-c
+		os.Exit(0)
 	case "close":
 		// Closes its output and goes on running.
 		syscall.Close(1)
