@@ -251,12 +251,15 @@ func (fc *frontConn) serveRequest(m *Message) {
 	} else {
 		p, refusal, err = fc.worker(m)
 	}
-	fc.waiting.Add(-1) // answered from here on
+	// The request counts against MaxWaiting until its answer is sent: a
+	// front that reads no answers soon finds the spawner reading no more.
+	answered := func() { fc.waiting.Add(-1) }
 	if refusal != nil {
 		fc.refused(m, refusal)
+		answered()
 		return
 	}
-	fc.started(m, p, err)
+	fc.started(m, p, err, answered)
 }
 
 // spawn checks and starts one request's program: the refusal of its
@@ -303,25 +306,27 @@ func (fc *frontConn) refused(m *Message, err error) {
 // request's descriptors are closed now that the program has its own, so
 // that the front sees the program close its output when it does, not when
 // the spawner has reported its exit.
-func (fc *frontConn) started(m *Message, p *Process, err error) {
+func (fc *frontConn) started(m *Message, p *Process, err error, answered func()) {
 	m.Close()
 	id, attrs := request(m)
 	if err != nil {
 		fc.log.Info("spawner did not start a program", append(attrs, "cause", err.Error())...)
 		fc.refuse(id, err)
+		answered()
 		return
 	}
-	fc.watch(id, p)
+	fc.watch(id, p, answered)
 }
 
-// watch registers a started program, replies to request id, waits for the
-// program's exit and reports it.
-func (fc *frontConn) watch(id uint64, p *Process) {
+// watch registers a started program, replies to request id (then calls
+// answered), waits for the program's exit and reports it.
+func (fc *frontConn) watch(id uint64, p *Process, answered func()) {
 	started := time.Now()
 	h := fc.s.handles.Add(1)
 	fc.mu.Lock()
 	if fc.done {
 		fc.mu.Unlock()
+		answered()
 		p.Kill()
 		_ = p.Wait()
 		return
@@ -329,6 +334,7 @@ func (fc *frontConn) watch(id uint64, p *Process) {
 	fc.live[h] = p
 	fc.mu.Unlock()
 	fc.send(&Message{Kind: KindStarted, Started: &StartedReply{ID: id, Handle: h, Pid: int32(p.Pid())}})
+	answered()
 	// The report follows the reply: both go out on this goroutine.
 	werr := p.Wait()
 	rt := time.Since(started)

@@ -577,6 +577,63 @@ func TestSpawnerBoundsTheRequestsItHolds(t *testing.T) {
 	}
 }
 
+// TestSpawnerStopsReadingAFrontThatReadsNoAnswers: a request counts
+// against MaxWaiting until its answer is sent, so a front that sends and
+// never reads soon finds the spawner reading no more of its requests
+// (rather than holding a goroutine for each); and once it reads, every
+// request it got through is answered, once.
+func TestSpawnerStopsReadingAFrontThatReadsNoAnswers(t *testing.T) {
+	b := newBoundaryWith(t, 0, func(b *boundary) { b.s.MaxWaiting = 2 })
+	nul, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nul.Close()
+	oob := unix.UnixRights(int(nul.Fd()), int(nul.Fd()), int(nul.Fd()))
+	probe := b.f.probe("probe")
+	before := runtime.NumGoroutine()
+	sent := 0
+	for id := uint64(1); id <= 5000; id++ {
+		msg, err := Encode(&Message{Kind: KindSpawn, Spawn: &SpawnRequest{ID: id, Route: "/elsewhere/", Identity: "alice", Path: probe}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.front.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, _, err := b.front.WriteMsgUnix(msg, oob, nil); err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal(err)
+			}
+			break
+		}
+		sent++
+		// A steady front, not a burst: each request's checks are done
+		// before the next arrives, so that only answers still unsent
+		// count against the bound.
+		time.Sleep(200 * time.Microsecond)
+	}
+	if sent == 5000 {
+		t.Fatal("the spawner read 5000 requests from a front that read none of its answers")
+	}
+	// The spawner is stuck now: a goroutine per request it holds.
+	if n := runtime.NumGoroutine() - before; n > 2*b.s.MaxWaiting+5 {
+		t.Errorf("the spawner holds %d goroutines more for a front that reads nothing, with MaxWaiting %d", n, b.s.MaxWaiting)
+	}
+	t.Logf("the spawner stopped reading after %d requests; goroutines +%d", sent, runtime.NumGoroutine()-before)
+	seen := map[uint64]bool{}
+	buf, ob := newBuffers()
+	b.front.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(seen) < sent {
+		m, err := readMessage(b.front, buf, ob)
+		if err != nil {
+			t.Fatalf("after %d answers: %v", len(seen), err)
+		}
+		if m.Kind != KindRefused || seen[m.Refused.ID] || m.Refused.ID == 0 || m.Refused.ID > uint64(sent) {
+			t.Fatalf("answer %v %+v after %d", m.Kind, m.Refused, len(seen))
+		}
+		seen[m.Refused.ID] = true
+	}
+}
+
 // TestFrontDeathEndsAWaitingRequest closes the front while a request
 // waits for its cell: the spawner gives up on it and Serve returns.
 func TestFrontDeathEndsAWaitingRequest(t *testing.T) {
