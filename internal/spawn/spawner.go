@@ -77,12 +77,11 @@ type Spawner struct {
 // the spawner may hold.
 const DefaultMaxWaiting = 4096
 
-// SpawnerBusy is the refusal of a request beyond Spawner.MaxWaiting.
-type SpawnerBusy struct{ Waiting int }
+// SpawnerBusy is the refusal of a request the spawner has no room for:
+// beyond Spawner.MaxWaiting, or at its open-file limit.
+type SpawnerBusy struct{ Detail string }
 
-func (e *SpawnerBusy) Error() string {
-	return fmt.Sprintf("%d requests already wait for the spawner; try again shortly", e.Waiting)
-}
+func (e *SpawnerBusy) Error() string             { return e.Detail + "; try again shortly" }
 func (e *SpawnerBusy) Cause() string             { return "spawner busy" }
 func (e *SpawnerBusy) HTTPStatus() int           { return 503 }
 func (e *SpawnerBusy) RetryAfter() time.Duration { return time.Second }
@@ -174,6 +173,12 @@ func (fc *frontConn) read() error {
 				}
 				return err
 			}
+			if errors.Is(err, ErrNoRoom) {
+				// The spawner's own limit: the request was fine.
+				fc.log.Error("spawner cannot take a request's descriptors", "cause", err.Error())
+				fc.refuse(me.ID, &SpawnerBusy{Detail: err.Error()})
+				continue
+			}
 			fc.log.Warn("spawner refused a message", "cause", err.Error())
 			fc.refuse(me.ID, &Failure{Kind: BadMessage, Detail: err.Error(), Exit: -1, Err: err})
 			continue
@@ -182,7 +187,7 @@ func (fc *frontConn) read() error {
 		case KindSpawn, KindWorker:
 			if n := fc.waiting.Add(1); n > int64(fc.s.maxWaiting()) {
 				fc.waiting.Add(-1)
-				fc.refused(m, &SpawnerBusy{Waiting: int(n - 1)})
+				fc.refused(m, &SpawnerBusy{Detail: fmt.Sprintf("%d requests already wait for the spawner", n-1)})
 				continue
 			}
 			// One goroutine per request: a request that waits for a cell

@@ -577,6 +577,62 @@ func TestSpawnerBoundsTheRequestsItHolds(t *testing.T) {
 	}
 }
 
+// TestSpawnerAtItsOpenFileLimitAnswers503: when the spawner has room for
+// only one of a request's three descriptors, the kernel cuts them off; the
+// request was fine, so the answer is 503 with a Retry-After for that
+// request, not a refusal of a malformed message, and the spawner serves
+// the next one once it has room again.
+func TestSpawnerAtItsOpenFileLimitAnswers503(t *testing.T) {
+	b := newBoundary(t, 0)
+	probe := b.f.probe("probe")
+	nul, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nul.Close()
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	low := lim
+	low.Cur = roomForOneMoreFile(t)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	m := b.raw(t, spawnBytes(t, 11, probe), nul, nul, nul)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if m.Kind != KindRefused {
+		t.Fatalf("reply %v, want refused", m.Kind)
+	}
+	if r := m.Refused; r.ID != 11 || r.Status != 503 || r.CauseText != "spawner busy" || r.RetryAfter <= 0 || !strings.Contains(r.Detail, "open-file limit") {
+		t.Fatalf("refusal %+v, want request 11 answered 503 spawner busy with a Retry-After, naming the open-file limit", r)
+	}
+	if m := b.raw(t, spawnBytes(t, 12, probe), nul, nul, nul); m.Kind != KindStarted || m.Started.ID != 12 {
+		t.Fatalf("with room again, a request got %v %+v", m.Kind, m.Refused)
+	}
+}
+
+// roomForOneMoreFile is the open-file limit under which this process can
+// open one more descriptor and no second: the limit is the second-lowest
+// free descriptor number, so only the lowest is under it.
+func roomForOneMoreFile(t *testing.T) uint64 {
+	t.Helper()
+	n := 0
+	for fdOpen(n) {
+		n++
+	}
+	for n++; fdOpen(n); n++ {
+	}
+	return uint64(n)
+}
+
+func fdOpen(n int) bool {
+	_, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0)
+	return err == nil
+}
+
 // TestSpawnerStopsReadingAFrontThatReadsNoAnswers: a request counts
 // against MaxWaiting until its answer is sent, so a front that sends and
 // never reads soon finds the spawner reading no more of its requests

@@ -84,6 +84,7 @@ var (
 	ErrTrailing    = errors.New("trailing bytes after the message")
 	ErrUnknownKind = errors.New("unknown message kind")
 	ErrFDCount     = errors.New("wrong number of descriptors")
+	ErrNoRoom      = errors.New("no room for the message's descriptors") // the reader's open-file limit, not the sender's fault
 	ErrField       = errors.New("field out of range")
 	ErrWrongPeer   = errors.New("the peer is not the front")
 )
@@ -607,11 +608,16 @@ func readMessage(c *net.UnixConn, buf, oob []byte) (*Message, error) {
 		closeAll(fds)
 		return nil, &MessageError{Kind: kindOf(buf[:n]), ID: idOf(buf[:n]), Err: ErrOversized, Detail: fmt.Sprintf("more than %d bytes", MaxMessage)}
 	case flags&unix.MSG_CTRUNC != 0:
-		// Descriptors the kernel could not pass (more than fit, or the
-		// spawner at its open-file limit): the message itself is whole, and
-		// its id lets the front answer the request.
+		// Descriptors the kernel could not pass: more than the control
+		// buffer holds (it is then full), or fewer because this process
+		// is at its open-file limit. The message itself is whole, and its
+		// id lets the front answer the request.
 		closeAll(fds)
-		return nil, &MessageError{Kind: kindOf(buf[:n]), ID: idOf(buf[:n]), Err: ErrFDCount, Detail: fmt.Sprintf("more than %d descriptors, or no room for them", maxFDs)}
+		me := &MessageError{Kind: kindOf(buf[:n]), ID: idOf(buf[:n]), Err: ErrFDCount, Detail: fmt.Sprintf("more than %d descriptors", maxFDs)}
+		if len(fds) < maxFDs {
+			me.Err, me.Detail = ErrNoRoom, fmt.Sprintf("%d of them received: the open-file limit is reached", len(fds))
+		}
+		return nil, me
 	}
 	return Decode(buf[:n], fds)
 }
