@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -128,8 +129,10 @@ func (m *MetaVars) Each(r *http.Request, add func(name, value string)) {
 // env builds the complete environment of a program (RFC 3875 §4.1): the
 // meta-variables, the request's header fields as HTTP_*, PATH and the
 // pass_env variables, and nothing else of the server's own environment.
-func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength int64) []string {
-	env := make([]string, 0, 24+len(r.Header)+len(h.PassEnv))
+// The first fromRequest entries are those the request made, which
+// checkEnv bounds; the server's own (pass_env, PATH) follow.
+func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength int64) (env []string, fromRequest int) {
+	env = make([]string, 0, 24+len(r.Header)+len(h.PassEnv))
 	add := func(k, v string) { env = append(env, k+"="+v) }
 
 	docRoot := h.DocumentRoot
@@ -147,6 +150,7 @@ func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength in
 		User:           rec.User,
 	}
 	m.Each(r, add)
+	fromRequest = len(env)
 
 	pathSet := false
 	for _, k := range h.PassEnv {
@@ -161,12 +165,31 @@ func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength in
 	if !pathSet {
 		env = append(env, defaultPath)
 	}
-	return env
+	return env, fromRequest
 }
 
-// A program's environment is bounded whatever the launcher: one variable
-// (NAME=value) at most MaxEnvVar bytes, all of them at most MaxEnvTotal,
-// and at most MaxEnvVars of them. The bounds fit a spawn request across
+// setContentLength makes env's CONTENT_LENGTH n, or drops it when n < 0.
+func setContentLength(env []string, n int64) []string {
+	const key = "CONTENT_LENGTH="
+	for i, kv := range env {
+		if strings.HasPrefix(kv, key) {
+			if n < 0 {
+				return slices.Delete(env, i, i+1)
+			}
+			env[i] = key + strconv.FormatInt(n, 10)
+			return env
+		}
+	}
+	if n < 0 {
+		return env
+	}
+	return append(env, key+strconv.FormatInt(n, 10))
+}
+
+// What a request makes of a program's environment is bounded whatever
+// the launcher: one variable (NAME=value) at most MaxEnvVar bytes, all of
+// them at most MaxEnvTotal, and at most MaxEnvVars of them. The server's
+// own variables (PATH, HOME, USER, LOGNAME, pass_env) come on top. The bounds fit a spawn request across
 // the privilege boundary (internal/spawn: 16 KiB a string, 1024
 // environment entries, 64 KiB a message, with room for the path, names
 // and arguments), so a request gets the same answer with privilege

@@ -218,16 +218,22 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *Record) str
 	rec.Program = sc.file
 	rec.Identity = h.Identity
 
+	// The environment is bounded before any of the body is read: a request
+	// refused for its URL or header fields spools nothing. Its
+	// CONTENT_LENGTH is the header's until the body says otherwise.
+	env, fromRequest := h.env(r, rec, sc, max(r.ContentLength, -1))
+	if f := checkEnv(env[:fromRequest]); f != nil {
+		h.fail(w, r, rec, f)
+		return ""
+	}
 	body, f := h.openBody(w, r)
 	if f != nil {
 		h.fail(w, r, rec, f)
 		return ""
 	}
 	defer body.stop()
-	env := h.env(r, rec, sc, body.length)
-	if f := checkEnv(env); f != nil {
-		h.fail(w, r, rec, f)
-		return ""
+	if body.length != max(r.ContentLength, -1) {
+		env = setContentLength(env, body.length)
 	}
 
 	outR, outW, err := childPipe(false)

@@ -388,6 +388,40 @@ func TestAnEnvironmentOverItsBoundsIsRefusedBeforeAnyProgramRuns(t *testing.T) {
 	}
 }
 
+// TestTheServersOwnVariablesAreNotTheRequestsToBound: a pass_env value
+// larger than a request may make its variables still reaches the program:
+// the bounds are the request's, whatever the server adds.
+func TestTheServersOwnVariablesAreNotTheRequestsToBound(t *testing.T) {
+	big := strings.Repeat("b", MaxEnvTotal)
+	t.Setenv("SUSERVE_TEST_BIG", big)
+	s := newTestServer(t, false, func(h *Handler) { h.PassEnv = []string{"SUSERVE_TEST_BIG"} })
+	if env := readEnv(t, s.get(t, "/cgi-bin/env", "big")); env["SUSERVE_TEST_BIG"] != big {
+		t.Errorf("the pass_env variable reached the program as %d bytes, want %d", len(env["SUSERVE_TEST_BIG"]), len(big))
+	}
+}
+
+// TestARequestOverTheBoundsIsAnsweredBeforeItsBodyIsRead sends header
+// fields over the bounds with a chunked body that does not end until the
+// answer has come: the 431 comes first, without the body spooled.
+func TestARequestOverTheBoundsIsAnsweredBeforeItsBodyIsRead(t *testing.T) {
+	s := newTestServer(t, false)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	// Bounded, so that a server waiting for the body's end fails the test
+	// rather than hanging it: the body then ends in an error.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/cgi-bin/env", pr)
+	req.Header.Set("Cookie", strings.Repeat("c", MaxEnvVar))
+	go pw.Write([]byte("the start of a body that goes on"))
+	resp := s.do(t, req, "bodyless")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status %d, want 431", resp.StatusCode)
+	}
+}
+
 func TestFailuresAreDiagnosed(t *testing.T) {
 	s := newTestServer(t, false, func(h *Handler) { h.Diagnostics = true })
 	for _, tc := range []struct {
