@@ -76,13 +76,13 @@ func (rl *reloading) servers(ctx context.Context, running *config.Config, opts s
 		if err != nil {
 			return err
 		}
-		// The launcher outlives reloads; its filter of the programs'
-		// environment follows [cgi] pass_env.
-		if l, ok := opts.Spawner.(interface{ SetPassEnv([]string) }); ok {
-			l.SetPassEnv(next.CGI.PassEnv)
-		}
 		select {
 		case out <- srv:
+			// The launcher outlives reloads; the variables it adds to
+			// programs' environments follow [cgi] pass_env.
+			if l, ok := opts.Spawner.(interface{ SetPassEnv([]string) }); ok {
+				l.SetPassEnv(next.CGI.PassEnv)
+			}
 			return nil
 		case <-ctx.Done():
 			_ = srv.Close(context.Background()) // it served nothing: no worker to stop
