@@ -22,6 +22,27 @@ type loadResult struct {
 
 func (r loadResult) rate() float64 { return float64(r.requests) / r.elapsed.Seconds() }
 
+// add is r and o measured as one: their counts, times and CPU summed,
+// their latencies merged (sorted).
+func (r loadResult) add(o loadResult) loadResult {
+	out := loadResult{
+		requests: r.requests + o.requests,
+		errors:   r.errors + o.errors,
+		elapsed:  r.elapsed + o.elapsed,
+		cpu:      r.cpu + o.cpu,
+		own:      r.own + o.own,
+		lat:      append(slices.Clone(r.lat), o.lat...),
+		status:   map[int]int{},
+	}
+	slices.Sort(out.lat)
+	for _, m := range []map[int]int{r.status, o.status} {
+		for k, v := range m {
+			out.status[k] += v
+		}
+	}
+	return out
+}
+
 func (r loadResult) pct(p float64) time.Duration {
 	if len(r.lat) == 0 {
 		return 0

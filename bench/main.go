@@ -5,7 +5,7 @@
 // is printed as a ratio to the raw limit, because on a shared, noisy machine
 // only ratios measured in the same run mean anything.
 //
-//	go run ./bench [-d 3s] [-conns 1,4,32]
+//	go run ./bench [-d 3s] [-conns 1,4,32] [-slices 4]
 package main
 
 import (
@@ -28,6 +28,7 @@ import (
 
 func main() {
 	d := flag.Duration("d", 3*time.Second, "duration of each row")
+	flag.IntVar(&sliceCount, "slices", 4, "measure each HTTP row, and the setuid limit next to them, in this many slices, taken in turn across the rows of a connection count, so that the rows compared with each other share the machine's drift")
 	connList := flag.String("conns", "1,4,32", "connection counts for the HTTP rows")
 	rowsRe := flag.String("rows", "", "measure only the HTTP and app rows whose name matches this regular expression (the limits are always measured)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (servers in this process included) to this file")
@@ -132,33 +133,53 @@ func run(d time.Duration, connList string) error {
 	// measured for every setup before the next, so that the rows compared
 	// with each other (in-process and privilege-separated above all) are
 	// measured within one pass over the setups, not a whole run apart.
+	//
+	// Within a connection count the machine still drifts between the first
+	// setup and the last. Each row is therefore measured in slices, taken
+	// in turn across the setups (and the setuid limit), and its slices are
+	// summed: a slow moment falls on every row alike.
 	var measured []row
+	n := max(sliceCount, 1)
 	for _, c := range conns {
 		// The setuid limit again, next to the rows compared with it: the
 		// whole stack's ratio is also given against this measurement
 		// (printPrivsep), which is minutes nearer than the run's start or
 		// end.
-		if measuresIdentityRows(setups) {
-			res, err := setuidSpawn(prog, d)
-			if err != nil {
-				return err
-			}
-			groupLimits[c] = res
-			rows = append(rows, row{name: fmt.Sprintf("%s, before the %d-connection rows", setuidLimit, c), res: res, base: setuidLimitResult})
-		}
+		identity := measuresIdentityRows(setups)
+		var limit loadResult
+		var active []target
 		for _, s := range setups {
-			if !rowFilter.MatchString(s.name) {
-				continue
+			if rowFilter.MatchString(s.name) {
+				active = append(active, s)
 			}
+		}
+		parts := make([]loadResult, len(active))
+		for range n {
+			if identity {
+				res, err := setuidSpawn(prog, d/time.Duration(n))
+				if err != nil {
+					return err
+				}
+				limit = limit.add(res)
+			}
+			for i, s := range active {
+				res, err := load(s.url, c, d/time.Duration(n), s.header)
+				if err != nil {
+					return fmt.Errorf("%s: %w", s.name, err)
+				}
+				parts[i] = parts[i].add(res)
+			}
+		}
+		if identity {
+			groupLimits[c] = limit
+			rows = append(rows, row{name: fmt.Sprintf("%s, with the %d-connection rows", setuidLimit, c), res: limit, base: setuidLimitResult})
+		}
+		for i, s := range active {
 			b := base
 			if s.base != nil {
 				b = s.base(rows)
 			}
-			res, err := load(s.url, c, d, s.header)
-			if err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
-			}
-			measured = append(measured, row{name: s.name, conns: c, res: res, base: b})
+			measured = append(measured, row{name: s.name, conns: c, res: parts[i], base: b})
 		}
 	}
 	// Printed a setup at a time, as they were started.
@@ -303,9 +324,12 @@ func printPrivsep(w io.Writer, rows []row) {
 		out = append(out, fmt.Sprintf("  %s, %d conns: %.2f of %.0f req/s", r.name, r.conns, r.res.rate()/l.rate(), l.rate()))
 	}
 	if len(out) > 0 {
-		fmt.Fprintf(w, "\nThe whole stack against the setuid limit measured just before its connection count\n(the column \"vs limit\" uses the higher of the limit's measurements at the start and the end):\n%s\n", strings.Join(out, "\n"))
+		fmt.Fprintf(w, "\nThe whole stack against the setuid limit measured with its connection count's rows\n(the column \"vs limit\" uses the higher of the limit's measurements at the start and the end):\n%s\n", strings.Join(out, "\n"))
 	}
 }
+
+// sliceCount is -slices: how many turns a connection count's rows take.
+var sliceCount = 4
 
 // groupLimits are the setuid limits measured before each connection count's
 // rows, by connection count.
