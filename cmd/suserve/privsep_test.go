@@ -119,6 +119,7 @@ func startSuserveCmd(t *testing.T, cells string, extra func(dir string) string, 
 	}
 	for name, body := range map[string]string{
 		"hello": helloProgram,
+		"motd":  motdProgram,
 		// The header block, then its pid in the body, then it waits.
 		"slow": "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' $$\nexec sleep 300\n",
 	} {
@@ -480,13 +481,6 @@ func TestTheFrontGetsNoneOfTheServersEnvironment(t *testing.T) {
 		return strings.HasPrefix(kv, "GODEBUG=") && strings.Contains(kv, server.SysmonPolling)
 	}) {
 		t.Errorf("the front's environment %q lacks GODEBUG with %s", env, server.SysmonPolling)
-	}
-	motd := filepath.Join(in.dir, "cgi", "motd")
-	if err := os.WriteFile(motd, []byte(motdProgram), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(motd, testutil.AliceUID, testutil.AliceUID); err != nil {
-		t.Fatal(err)
 	}
 	if out, err := in.get("/cgi-bin/motd", 5*time.Second); err != nil || out != "[from the host]\n" {
 		t.Errorf("a pass_env variable reached the program as %q (%v)", out, err)
@@ -946,13 +940,6 @@ func motdEnv() []string { return append(os.Environ(), "SITE_MOTD=from the host")
 // adds it and the spawner filters it: both follow the reload.
 func TestSIGHUPAppliesPassEnvBehindTheBoundary(t *testing.T) {
 	in := startSuserveCmd(t, `backend = "none"`, nil, func(cmd *exec.Cmd) { cmd.Env = motdEnv() })
-	motd := filepath.Join(in.dir, "cgi", "motd")
-	if err := os.WriteFile(motd, []byte(motdProgram), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(motd, testutil.AliceUID, testutil.AliceUID); err != nil {
-		t.Fatal(err)
-	}
 	base, err := os.ReadFile(filepath.Join(in.dir, "suserve.toml"))
 	if err != nil {
 		t.Fatal(err)
