@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -131,7 +130,8 @@ func (m *MetaVars) Each(r *http.Request, add func(name, value string)) {
 // pass_env variables, and nothing else of the server's own environment.
 // The first fromRequest entries are those the request made, which
 // checkEnv bounds; the server's own (pass_env, PATH) follow.
-func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength int64) (env []string, fromRequest int) {
+// CONTENT_LENGTH is not among them: the body decides it (see serve).
+func (h *Handler) env(r *http.Request, rec *Record, sc *script) (env []string, fromRequest int) {
 	env = make([]string, 0, 24+len(r.Header)+len(h.PassEnv))
 	add := func(k, v string) { env = append(env, k+"="+v) }
 
@@ -145,7 +145,7 @@ func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength in
 		ScriptName:     sc.name,
 		ScriptFilename: sc.file,
 		PathInfo:       sc.pathInfo,
-		ContentLength:  contentLength,
+		ContentLength:  -1,
 		AuthType:       rec.AuthType,
 		User:           rec.User,
 	}
@@ -168,33 +168,16 @@ func (h *Handler) env(r *http.Request, rec *Record, sc *script, contentLength in
 	return env, fromRequest
 }
 
-// setContentLength makes env's CONTENT_LENGTH n, or drops it when n < 0.
-func setContentLength(env []string, n int64) []string {
-	const key = "CONTENT_LENGTH="
-	for i, kv := range env {
-		if strings.HasPrefix(kv, key) {
-			if n < 0 {
-				return slices.Delete(env, i, i+1)
-			}
-			env[i] = key + strconv.FormatInt(n, 10)
-			return env
-		}
-	}
-	if n < 0 {
-		return env
-	}
-	return append(env, key+strconv.FormatInt(n, 10))
-}
-
 // What a request makes of a program's environment is bounded whatever
 // the launcher: one variable (NAME=value) at most MaxEnvVar bytes, all of
 // them at most MaxEnvTotal, and at most MaxEnvVars of them. The server's
-// own variables (PATH, HOME, USER, LOGNAME, pass_env) come on top. The bounds fit a spawn request across
-// the privilege boundary (internal/spawn: 16 KiB a string, 1024
-// environment entries, 64 KiB a message, with room for the path, names
-// and arguments), so a request gets the same answer with privilege
-// separation and without. Apache's are tighter: 8190 bytes a header field
-// or request line, 100 header fields.
+// own variables (PATH, HOME, USER, LOGNAME, pass_env) and CONTENT_LENGTH
+// come on top. The bounds fit a spawn request across the privilege
+// boundary (internal/spawn: 16 KiB a string, 1024 environment entries,
+// 64 KiB a message, with room for the path, names and arguments), so a
+// request gets the same answer with privilege separation and without.
+// Apache's are tighter: 8190 bytes a header field or request line, 100
+// header fields.
 const (
 	MaxEnvVar   = 16 << 10
 	MaxEnvTotal = 48 << 10

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -219,9 +220,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *Record) str
 	rec.Identity = h.Identity
 
 	// The environment is bounded before any of the body is read: a request
-	// refused for its URL or header fields spools nothing. Its
-	// CONTENT_LENGTH is the header's until the body says otherwise.
-	env, fromRequest := h.env(r, rec, sc, max(r.ContentLength, -1))
+	// refused for its URL or header fields spools nothing. CONTENT_LENGTH
+	// is added once the body's length is known.
+	env, fromRequest := h.env(r, rec, sc)
 	if f := checkEnv(env[:fromRequest]); f != nil {
 		h.fail(w, r, rec, f)
 		return ""
@@ -232,8 +233,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *Record) str
 		return ""
 	}
 	defer body.stop()
-	if body.length != max(r.ContentLength, -1) {
-		env = setContentLength(env, body.length)
+	if body.length >= 0 {
+		env = append(env, "CONTENT_LENGTH="+strconv.FormatInt(body.length, 10))
 	}
 
 	outR, outW, err := childPipe(false)
