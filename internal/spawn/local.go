@@ -238,7 +238,7 @@ func (l *Local) stdio(s *Spec) ([]uintptr, error) {
 func (l *Local) environ(env []string, id identity.Identity) []string {
 	pass := l.passEnvNames()
 	out := l.identityEnv(env, id, func(name string) bool {
-		return !slices.Contains(pass, name) && l.safeEnv(name)
+		return !slices.Contains(pass, name) && safeEnv(name)
 	})
 	for _, n := range pass {
 		if v, ok := os.LookupEnv(n); ok {
@@ -285,7 +285,7 @@ func (l *Local) passEnvNames() []string {
 
 // safeEnv reports whether a variable of a request's environment may reach
 // a program: the CGI meta-variables and the request's header fields.
-func (l *Local) safeEnv(name string) bool {
+func safeEnv(name string) bool {
 	switch name {
 	case "HOME", "USER", "LOGNAME", "PATH", "HTTP_PROXY":
 		// Replaced by the identity's, or (HTTP_PROXY, from a "Proxy:"
