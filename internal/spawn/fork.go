@@ -32,7 +32,7 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 	// net packages opened without O_CLOEXEC (systemd's LISTEN_FDS, cgo
 	// libraries) would reach every program: mark them all close-on-exec.
 	// Go's own descriptors are close-on-exec already; the child's own are
-	// set up by ForkExec from files.
+	// set up by forkExec from files.
 	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 
 	pidfd := -1
@@ -41,7 +41,7 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 		attr.Pdeathsig = syscall.SIGKILL
 		attr.Credential = c.cred
 		attr.PidFD = &pidfd
-		return syscall.ForkExec(c.argv0, c.args, &syscall.ProcAttr{Dir: c.dir, Env: c.env, Files: c.files, Sys: attr})
+		return forkExec(c.argv0, c.args, c.env, c.dir, c.files, attr)
 	}
 	var slot Slot
 	var pid int

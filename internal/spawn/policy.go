@@ -48,11 +48,13 @@ func (p *program) close() {
 	}
 }
 
-// execFloor is the lowest descriptor number that the child of
-// syscall.ForkExec leaves alone before its execve, for a ProcAttr.Files of
-// files. The child (forkAndExecInChild1 in Go's syscall/exec_linux.go)
-// sets nextfd to one above the highest of len(files) and every number in
-// files, moves its status pipe there when the pipe's number is lower, and
+// execFloor is the lowest descriptor number that the child of forkExec
+// leaves alone before its execve, given the descriptors files. Both
+// children forkExec may be (su_child in clone_linux_amd64.go, and
+// forkAndExecInChild1 in Go's syscall/exec_linux.go) set nextfd to one
+// above the highest of len(files) and every number in files; Go's moves
+// its status pipe there when the pipe's number is lower (suserve's has no
+// pipe, so the bound below is one or two higher than it needs); and each
 // moves each file whose number is below its slot to the numbers after
 // that, with dup3 over whatever those numbers held; then it dups the files
 // onto 0..len(files)-1. A descriptor the exec names (/proc/self/fd/N) must

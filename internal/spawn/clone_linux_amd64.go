@@ -1,0 +1,378 @@
+//go:build cgo
+
+package spawn
+
+/*
+#include <fcntl.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <signal.h>
+#include <linux/prctl.h>
+
+// The fork that does not hold a Go processor. See forkExec below for why it
+// exists; this is the C half. Everything the child runs is here, and it
+// makes raw system calls only: it shares the parent's memory (CLONE_VM) and
+// runs on a stack of its own until its execve, so it must not touch libc's
+// locks, errno or allocator.
+
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#define SU_CLONE_PIDFD 0x00001000ULL
+#define SU_CLONE_VM 0x00000100ULL
+#define SU_CLONE_VFORK 0x00004000ULL
+#define SU_CLONE_INTO_CGROUP 0x200000000ULL
+
+struct su_clone_args {
+	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal;
+	uint64_t stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+
+struct su_sigaction {
+	void *handler;
+	unsigned long flags;
+	void *restorer;
+	uint64_t mask;
+};
+
+struct su_spawn {
+	const char *path;
+	char **argv, **envp;
+	const char *dir;
+	int *fds;
+	int nfds;
+	int cred;
+	uint32_t uid, gid;
+	const uint32_t *groups;
+	long ngroups;
+	int pdeathsig;
+	long ppid;
+	uint64_t mask;
+	struct rlimit nofile;
+	int restore_nofile;
+	volatile long err;
+};
+
+static inline long su_sys(long n, long a, long b, long c, long d) {
+	long ret;
+	register long r10 __asm__("r10") = d;
+	__asm__ volatile("syscall"
+		: "=a"(ret)
+		: "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
+		: "rcx", "r11", "memory");
+	return ret;
+}
+
+// su_nofile is RLIMIT_NOFILE as the process started with. Go's syscall
+// package raises the soft limit when it initialises and puts the original
+// back in the children of its own fork; this constructor runs before that,
+// so programs get the limit suserve was given, as they did before.
+static struct rlimit su_nofile;
+static int su_nofile_ok;
+
+__attribute__((constructor)) static void su_nofile_init(void) {
+	if (getrlimit(RLIMIT_NOFILE, &su_nofile) == 0 && su_nofile.rlim_max > 0 &&
+	    su_nofile.rlim_cur < su_nofile.rlim_max - 1)
+		su_nofile_ok = 1;
+}
+
+static __attribute__((noreturn, used)) void su_child(struct su_spawn *s) {
+	long r;
+	int i, nextfd;
+
+	if ((r = su_sys(SYS_setsid, 0, 0, 0, 0)) < 0)
+		goto fail;
+	// No handler of the server may run in the child, which shares its
+	// memory: every caught signal goes back to its default. Ignored ones
+	// stay ignored, as execve would leave them.
+	for (i = 1; i <= 64; i++) {
+		struct su_sigaction old, dfl = {0};
+		if (i == SIGKILL || i == SIGSTOP)
+			continue;
+		if (su_sys(SYS_rt_sigaction, i, 0, (long)&old, 8) < 0)
+			continue;
+		if (old.handler == (void *)SIG_DFL || old.handler == (void *)SIG_IGN)
+			continue;
+		su_sys(SYS_rt_sigaction, i, (long)&dfl, 0, 8);
+	}
+	if (s->cred) {
+		if ((r = su_sys(SYS_setgroups, s->ngroups, (long)s->groups, 0, 0)) < 0)
+			goto fail;
+		if ((r = su_sys(SYS_setgid, s->gid, 0, 0, 0)) < 0)
+			goto fail;
+		if ((r = su_sys(SYS_setuid, s->uid, 0, 0, 0)) < 0)
+			goto fail;
+	}
+	if (s->dir && (r = su_sys(SYS_chdir, (long)s->dir, 0, 0, 0)) < 0)
+		goto fail;
+	// After the identity switch, which clears the parent-death signal.
+	if (s->pdeathsig) {
+		if ((r = su_sys(SYS_prctl, PR_SET_PDEATHSIG, s->pdeathsig, 0, 0)) < 0)
+			goto fail;
+		if (su_sys(SYS_getppid, 0, 0, 0, 0) != s->ppid)
+			su_sys(SYS_kill, su_sys(SYS_getpid, 0, 0, 0, 0), s->pdeathsig, 0, 0);
+	}
+	// The descriptors onto 0..nfds-1, as Go's own fork does: first every
+	// one whose number is below its slot moves above them all, then each
+	// is duplicated onto its slot without close-on-exec.
+	nextfd = s->nfds;
+	for (i = 0; i < s->nfds; i++)
+		if (s->fds[i] > nextfd)
+			nextfd = s->fds[i];
+	nextfd++;
+	for (i = 0; i < s->nfds; i++) {
+		if (s->fds[i] < i) {
+			if ((r = su_sys(SYS_dup3, s->fds[i], nextfd, O_CLOEXEC, 0)) < 0)
+				goto fail;
+			s->fds[i] = nextfd++;
+		}
+	}
+	for (i = 0; i < s->nfds; i++) {
+		if (s->fds[i] == i)
+			r = su_sys(SYS_fcntl, i, F_SETFD, 0, 0);
+		else
+			r = su_sys(SYS_dup3, s->fds[i], i, 0, 0);
+		if (r < 0)
+			goto fail;
+	}
+	for (i = s->nfds; i < 3; i++)
+		su_sys(SYS_close, i, 0, 0, 0);
+	if (s->restore_nofile) {
+		struct rlimit cur;
+		if (su_sys(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&cur) < 0 ||
+		    (cur.rlim_cur == s->nofile.rlim_max - 1 && cur.rlim_max == s->nofile.rlim_max))
+			su_sys(SYS_prlimit64, 0, RLIMIT_NOFILE, (long)&s->nofile, 0);
+	}
+	su_sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&s->mask, 0, 8);
+	r = su_sys(SYS_execve, (long)s->path, (long)s->argv, (long)s->envp, 0);
+fail:
+	s->err = -r;
+	for (;;)
+		su_sys(SYS_exit, 253, 0, 0, 0);
+}
+
+// su_clone3 is clone3 whose child calls fn(arg) on the stack the arguments
+// name. The child starts on that stack with the parent's registers, so it
+// is entered here, in the same asm statement as the system call.
+static long su_clone3(struct su_clone_args *ca, void (*fn)(struct su_spawn *), struct su_spawn *arg) {
+	long ret;
+	register void *r8 __asm__("r8") = (void *)fn;
+	register void *r9 __asm__("r9") = (void *)arg;
+	__asm__ volatile(
+		"syscall\n\t"
+		"testq %%rax, %%rax\n\t"
+		"jnz 1f\n\t"
+		"xorl %%ebp, %%ebp\n\t"
+		"movq %%r9, %%rdi\n\t"
+		"andq $-16, %%rsp\n\t"
+		"callq *%%r8\n\t"
+		"movl $60, %%eax\n\t"
+		"movl $253, %%edi\n\t"
+		"syscall\n\t"
+		"hlt\n"
+		"1:"
+		: "=a"(ret)
+		: "0"((long)SYS_clone3), "D"(ca), "S"(sizeof *ca), "r"(r8), "r"(r9)
+		: "rcx", "r11", "memory", "cc");
+	return ret;
+}
+
+// The child's stack, one per thread: the thread waits in clone3 until the
+// child has exec'd or exited, so no two children ever share one. It is
+// kept for the thread's life (Go's threads rarely end) with a guard page
+// below it.
+#define SU_STACK (64 * 1024)
+static __thread char *su_stack;
+
+static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int pathoff, int diroff,
+		     int *fds, int nfds, int cred, uint32_t uid, uint32_t gid, const uint32_t *groups, int ngroups,
+		     int pdeathsig, int ppid, int cgroupfd, int *pidfd, long *childerr) {
+	char *ptrs[nargv + 1 + nenv + 1];
+	struct su_spawn s = {0};
+	struct su_clone_args ca = {0};
+	uint64_t all = ~0ULL, old = 0;
+	long pid;
+	int i;
+
+	if (!su_stack) {
+		char *p = mmap(NULL, SU_STACK + 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED)
+			return -12; // ENOMEM
+		if (mprotect(p + 4096, SU_STACK, PROT_READ | PROT_WRITE) != 0) {
+			munmap(p, SU_STACK + 4096);
+			return -12;
+		}
+		su_stack = p + 4096;
+	}
+	for (i = 0; i < nargv + nenv; i++)
+		ptrs[i + (i >= nargv)] = (char *)buf + offs[i];
+	ptrs[nargv] = 0;
+	ptrs[nargv + 1 + nenv] = 0;
+	s.path = buf + pathoff;
+	s.argv = ptrs;
+	s.envp = ptrs + nargv + 1;
+	s.dir = diroff >= 0 ? buf + diroff : 0;
+	s.fds = fds;
+	s.nfds = nfds;
+	s.cred = cred;
+	s.uid = uid;
+	s.gid = gid;
+	s.groups = groups;
+	s.ngroups = ngroups;
+	s.pdeathsig = pdeathsig;
+	s.ppid = ppid;
+	s.nofile = su_nofile;
+	s.restore_nofile = su_nofile_ok;
+
+	ca.flags = SU_CLONE_VM | SU_CLONE_VFORK | SU_CLONE_PIDFD;
+	ca.pidfd = (uint64_t)(uintptr_t)pidfd;
+	ca.exit_signal = SIGCHLD;
+	ca.stack = (uint64_t)(uintptr_t)su_stack;
+	ca.stack_size = SU_STACK;
+	if (cgroupfd >= 0) {
+		ca.flags |= SU_CLONE_INTO_CGROUP;
+		ca.cgroup = cgroupfd;
+	}
+	// Every signal blocked on this thread from before the clone until the
+	// child has reset its handlers: none may run in the child.
+	su_sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, (long)&old, 8);
+	s.mask = old;
+	pid = su_clone3(&ca, su_child, &s);
+	su_sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8);
+	*childerr = s.err;
+	return pid;
+}
+*/
+import "C"
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+// forkIsGos: forkExec is not Go's own fork.
+const forkIsGos = false
+
+// forkExec starts a program as syscall.ForkExec does, for the fields of
+// sys that suserve sets (Setsid, Pdeathsig, Credential, PidFD, UseCgroupFD
+// and CgroupFD; anything else is refused with EINVAL), but without holding
+// a Go processor while the child runs.
+//
+// Go's own fork is a vfork: the calling thread stops until the child
+// execs, and it stops holding its P, outside the scheduler's notion of a
+// system call. The spawner runs on one P below 16 CPUs (spawnerProcs in
+// cmd/suserve), so there each spawn held every other spawn, reap and
+// answer until its child had switched identity and exec'd, and an exec
+// that blocked (a program on a network filesystem that has stopped
+// answering) stopped the spawner. This fork is a cgo call: the runtime
+// counts it a system call and hands the P to another thread, so spawns
+// overlap however many Ps there are.
+//
+// The child is the same vfork-style clone3 (CLONE_VM|CLONE_VFORK, with
+// CLONE_PIDFD and CLONE_INTO_CGROUP), on a stack of its own. It does what
+// Go's forkAndExecInChild1 does for these fields, in the same order, and
+// reports a failure before exec as the errno of the step that failed.
+// syscall.ForkLock is not taken: on Linux nothing in Go creates a
+// descriptor without close-on-exec, and fork marks every inherited one
+// close-on-exec before each spawn.
+func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
+	if sys.Chroot != "" || sys.Setpgid || sys.Setctty || sys.Noctty || sys.Foreground || sys.Ptrace ||
+		sys.Cloneflags != 0 || sys.Unshareflags != 0 || sys.UidMappings != nil || sys.GidMappings != nil ||
+		len(sys.AmbientCaps) > 0 || (sys.Credential != nil && sys.Credential.NoSetGroups) {
+		return 0, syscall.EINVAL
+	}
+	// One buffer of NUL-terminated strings and their offsets: cgo may not
+	// be handed Go memory that holds Go pointers.
+	n := len(argv0) + len(dir) + 2
+	for _, s := range argv {
+		n += len(s) + 1
+	}
+	for _, s := range env {
+		n += len(s) + 1
+	}
+	buf := make([]byte, 0, n)
+	offs := make([]C.int, 0, len(argv)+len(env)+1)
+	add := func(s string) C.int {
+		for i := 0; i < len(s); i++ {
+			if s[i] == 0 {
+				return -1
+			}
+		}
+		off := C.int(len(buf))
+		buf = append(buf, s...)
+		buf = append(buf, 0)
+		return off
+	}
+	for _, list := range [][]string{argv, env} {
+		for _, s := range list {
+			o := add(s)
+			if o < 0 {
+				return 0, syscall.EINVAL
+			}
+			offs = append(offs, o)
+		}
+	}
+	pathOff := add(argv0)
+	dirOff := C.int(-1)
+	if dir != "" {
+		dirOff = add(dir)
+	}
+	if pathOff < 0 || dirOff < -1 || len(argv) == 0 {
+		return 0, syscall.EINVAL
+	}
+	fds := make([]C.int, len(files)+1) // +1: never a nil pointer
+	for i, f := range files {
+		fds[i] = C.int(f)
+	}
+	var cred C.int
+	var uid, gid C.uint32_t
+	groups := make([]C.uint32_t, 1)
+	ngroups := 0
+	if c := sys.Credential; c != nil {
+		cred, uid, gid = 1, C.uint32_t(c.Uid), C.uint32_t(c.Gid)
+		if len(c.Groups) > 0 {
+			groups = make([]C.uint32_t, len(c.Groups))
+			for i, g := range c.Groups {
+				groups[i] = C.uint32_t(g)
+			}
+			ngroups = len(c.Groups)
+		}
+	}
+	if !sys.Setsid {
+		return 0, syscall.EINVAL // the child always starts its own session
+	}
+	cgroup := C.int(-1)
+	if sys.UseCgroupFD {
+		cgroup = C.int(sys.CgroupFD)
+	}
+	var pidfd C.int = -1
+	var childErr C.long
+	pid := C.su_spawn((*C.char)(unsafe.Pointer(&buf[0])), &offs[0], C.int(len(argv)), C.int(len(env)), pathOff, dirOff,
+		&fds[0], C.int(len(files)), cred, uid, gid, &groups[0], C.int(ngroups),
+		C.int(sys.Pdeathsig), C.int(syscall.Getpid()), cgroup, &pidfd, &childErr)
+	if pid < 0 {
+		return 0, syscall.Errno(-pid)
+	}
+	if childErr != 0 {
+		// The child exited before its exec; it is ours to reap.
+		var ws syscall.WaitStatus
+		for {
+			if _, err := syscall.Wait4(int(pid), &ws, 0, nil); err != syscall.EINTR {
+				break
+			}
+		}
+		if pidfd >= 0 {
+			syscall.Close(int(pidfd))
+		}
+		return 0, syscall.Errno(childErr)
+	}
+	if sys.PidFD != nil {
+		*sys.PidFD = int(pidfd)
+	} else if pidfd >= 0 {
+		syscall.Close(int(pidfd))
+	}
+	return int(pid), nil
+}
