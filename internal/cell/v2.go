@@ -122,19 +122,24 @@ func (v *v2Backend) setLimits(dir string, lim Limits) error {
 
 // Spawn gives clone3's CLONE_INTO_CGROUP the group's directory (kept open,
 // see controlFiles): the kernel creates the child inside the group, so no
-// instruction of it runs elsewhere, at no measurable cost.
+// instruction of it runs elsewhere, at no measurable cost. The fork gets a
+// duplicate of the kept descriptor: a fork lasts until the child execs,
+// which can be long (a program on a network filesystem that has stopped
+// answering), and holding the files' read lock that long would hold every
+// other cell's first open and every delete, and behind them every spawn.
 func (v *v2Backend) Spawn(rel string, fn SpawnFunc) (int, error) {
 	dir := join(v.base, rel)
-	var pid int
-	var ferr error
-	err := v.files.use(dir, unix.O_RDONLY|unix.O_DIRECTORY, func(fd int) error {
-		pid, ferr = fn(&syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd})
-		return nil
+	fd := -1
+	err := v.files.use(dir, unix.O_RDONLY|unix.O_DIRECTORY, func(kept int) error {
+		var err error
+		fd, err = unix.FcntlInt(uintptr(kept), unix.F_DUPFD_CLOEXEC, 0)
+		return err
 	})
 	if err != nil {
 		return 0, &FileError{Op: "open", Path: dir, Err: err}
 	}
-	return pid, ferr
+	defer unix.Close(fd)
+	return fn(&syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd})
 }
 
 func (v *v2Backend) Kill(ctx context.Context, rel string) error {
