@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -1087,4 +1088,131 @@ func TestServerProcessesRunWithSysmonPolling(t *testing.T) {
 	if got := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"); !slices.Equal(got, in.cmd.Args) {
 		t.Errorf("the spawner's arguments %q, want %q", got, in.cmd.Args)
 	}
+}
+
+// TestAStalledExecHoldsNoOtherSpawn: the spawner runs on one P (below
+// sixteen CPUs). A program whose exec does not return, as one on a network
+// filesystem that has stopped answering would not, must not hold other
+// requests' programs, in its cell or another. The exec is held here by a
+// fanotify permission event on the program file, released once the other
+// requests have their answers. With each cell backend: each places
+// programs its own way.
+func TestAStalledExecHoldsNoOtherSpawn(t *testing.T) {
+	for _, backend := range []string{"none", "cgroup1", "cgroup2"} {
+		t.Run(backend, func(t *testing.T) {
+			in := startSuserveWith(t, fmt.Sprintf("backend = %q\nroot = \"suserve-stall-test\"", backend), bobsRoute(t))
+			held := filepath.Join(in.dir, "cgi", "held")
+			if err := os.WriteFile(held, []byte(helloProgram), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(held, testutil.AliceUID, testutil.AliceUID); err != nil {
+				t.Fatal(err)
+			}
+			fan, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC, unix.O_RDONLY|unix.O_CLOEXEC)
+			if err != nil {
+				t.Fatalf("fanotify: %v", err)
+			}
+			defer unix.Close(fan)
+			if err := unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_OPEN_EXEC_PERM, unix.AT_FDCWD, held); err != nil {
+				t.Fatalf("fanotify mark: %v", err)
+			}
+
+			heldDone := make(chan error, 1)
+			go func() {
+				_, err := in.get("/cgi-bin/held", 2*time.Minute)
+				heldDone <- err
+			}()
+			ev := fanotifyEvent(t, fan, time.Minute)
+			release := sync.OnceFunc(func() {
+				resp := unix.FanotifyResponse{Fd: ev.Fd, Response: unix.FAN_ALLOW}
+				if _, err := unix.Write(fan, unsafe.Slice((*byte)(unsafe.Pointer(&resp)), unsafe.Sizeof(resp))); err != nil {
+					t.Errorf("fanotify response: %v", err)
+				}
+				unix.Close(int(ev.Fd))
+			})
+			timer := time.AfterFunc(2*time.Minute, release) // should the test itself hang
+			defer timer.Stop()
+			defer release()
+			if st := status(int(ev.Pid)); st["Uid"] == "" || strings.Fields(st["Uid"])[0] != strconv.Itoa(testutil.AliceUID) {
+				t.Errorf("the exec held is not the program's, as alice: pid %d, %v", ev.Pid, st)
+			}
+
+			// Held: other requests run their programs, in the same cell
+			// and in a new one.
+			for path, uid := range map[string]int{"/cgi-bin/hello": testutil.AliceUID, "/bob-bin/hello": testutil.BobUID} {
+				if out, err := in.get(path, 20*time.Second); err != nil {
+					t.Errorf("%s, while an exec was held: %v", path, err)
+				} else if want := fmt.Sprintf("hello %d\n", uid); out != want {
+					t.Errorf("%s, while an exec was held: %q, want %q", path, out, want)
+				}
+			}
+			select {
+			case err := <-heldDone:
+				t.Fatalf("the held request was answered before its exec went on: %v", err)
+			default:
+			}
+			release()
+			if err := <-heldDone; err != nil {
+				t.Errorf("the held request, once its exec went on: %v", err)
+			}
+		})
+	}
+}
+
+// bobsRoute is configuration for startSuserveWith: identity bob and a
+// route /bob-bin/ of one program, hello, run as bob.
+func bobsRoute(t *testing.T) func(dir string) string {
+	return func(dir string) string {
+		bin := filepath.Join(dir, "bob")
+		if err := os.Mkdir(bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(bin, "hello")
+		if err := os.WriteFile(p, []byte(helloProgram), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, testutil.BobUID, testutil.BobUID); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf(`
+[[identities.static]]
+name = "bob"
+uid = %d
+gid = %d
+home = "/nonexistent"
+
+[[route]]
+path = "/bob-bin/"
+dir = %q
+run_as = "account"
+account = "bob"
+`, testutil.BobUID, testutil.BobUID, bin)
+	}
+}
+
+// fanotifyEvent waits up to within for one event on fan and returns it.
+func fanotifyEvent(t *testing.T, fan int, within time.Duration) unix.FanotifyEventMetadata {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(fan), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, int(within.Milliseconds()))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			t.Fatalf("no exec of the held program within %v (poll: %v)", within, err)
+		}
+		break
+	}
+	var ev unix.FanotifyEventMetadata
+	buf := make([]byte, 4096)
+	n, err := unix.Read(fan, buf)
+	if err != nil || n < int(unsafe.Sizeof(ev)) {
+		t.Fatalf("fanotify read: %d bytes, %v", n, err)
+	}
+	ev = *(*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[0]))
+	if ev.Vers != unix.FANOTIFY_METADATA_VERSION || ev.Mask&unix.FAN_OPEN_EXEC_PERM == 0 || ev.Fd < 0 {
+		t.Fatalf("fanotify event %+v", ev)
+	}
+	return ev
 }
