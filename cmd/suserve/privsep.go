@@ -150,14 +150,15 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 // per eight CPUs, at least one. The spawner's own Go code is small. Its
 // waits, for a cell, for a program's exit, for the front, are pidfd and
 // socket events or blocking system calls, which give up the P, so programs
-// queue, run and end concurrently. A fork does not give it up: Go's fork
-// keeps its P until the child has exec'd (a vfork), so with one P the
-// spawner's forks follow one another, and its other work waits while one is
-// under way. That window is the child's way to its exec, and on a busy
-// machine the child waits for a CPU like any other process: on a 2-CPU host
-// under the bench's hello program with cgroup v1 cells, 0.27 ms at the
-// least and 1.4 ms on average at 32 connections, whether or not the child
-// starts in its cell's cpu group (timed by perf trace, which adds to them).
+// queue, run and end concurrently. So does a fork (spawn's forkExec, a C
+// call). Go's own fork, which builds without cgo use, keeps its P until the
+// child has exec'd (a vfork): with one P those builds' forks follow one
+// another, and the spawner's other work waits while one is under way. That
+// window is the child's way to its exec, and on a busy machine the child
+// waits for a CPU like any other process: on a 2-CPU host under the bench's
+// hello program with cgroup v1 cells, 0.27 ms at the least and 1.4 ms on
+// average at 32 connections, whether or not the child starts in its cell's
+// cpu group (timed by perf trace, which adds to them).
 // What more Ps buy is threads that wake, spin and sleep again around every
 // message, and on a busy host that costs more CPU than the spawner's work.
 // On 2 CPUs under the hello program, two Ps against one: with cells off,

@@ -190,9 +190,8 @@ func (fc *frontConn) read() error {
 				fc.refused(m, &SpawnerBusy{Detail: fmt.Sprintf("%d requests already wait for the spawner", n-1)})
 				continue
 			}
-			// One goroutine per request: a request that waits for a cell
-			// holds up no other. (A fork holds its P until the child has
-			// exec'd: see spawnerProcs in cmd/suserve.)
+			// One goroutine per request: a request that waits for a cell,
+			// or for its child's exec (see forkExec), holds up no other.
 			fc.wg.Add(1)
 			go func() {
 				defer fc.wg.Done()
