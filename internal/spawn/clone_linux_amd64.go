@@ -249,12 +249,14 @@ static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int 
 import "C"
 
 import (
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
 
-// forkIsGos: forkExec is not Go's own fork.
-const forkIsGos = false
+// noClone3 is set once clone3 has been refused (ENOSYS); forkExec is then
+// Go's fork, which uses clone where it can.
+var noClone3 atomic.Bool
 
 // forkExec starts a program as syscall.ForkExec does, for the fields of
 // sys that suserve sets (Setsid, Pdeathsig, Credential, PidFD, UseCgroupFD
@@ -279,6 +281,9 @@ const forkIsGos = false
 // descriptor without close-on-exec, and fork marks every inherited one
 // close-on-exec before each spawn.
 func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
+	if noClone3.Load() {
+		return forkGo(argv0, argv, env, dir, files, sys)
+	}
 	if sys.Chroot != "" || sys.Setpgid || sys.Setctty || sys.Noctty || sys.Foreground || sys.Ptrace ||
 		sys.Cloneflags != 0 || sys.Unshareflags != 0 || sys.UidMappings != nil || sys.GidMappings != nil ||
 		len(sys.AmbientCaps) > 0 || (sys.Credential != nil && sys.Credential.NoSetGroups) {
@@ -353,6 +358,13 @@ func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys
 	pid := C.su_spawn((*C.char)(unsafe.Pointer(&buf[0])), &offs[0], C.int(len(argv)), C.int(len(env)), pathOff, dirOff,
 		&fds[0], C.int(len(files)), cred, uid, gid, &groups[0], C.int(ngroups),
 		C.int(sys.Pdeathsig), C.int(syscall.Getpid()), cgroup, &pidfd, &childErr)
+	if pid == -C.long(syscall.ENOSYS) {
+		// A kernel before 5.3, or a seccomp profile that refuses clone3
+		// (container runtimes' defaults did, so that libc fell back to
+		// clone): Go's fork, from now on.
+		noClone3.Store(true)
+		return forkGo(argv0, argv, env, dir, files, sys)
+	}
 	if pid < 0 {
 		return 0, syscall.Errno(-pid)
 	}

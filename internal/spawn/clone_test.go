@@ -18,11 +18,6 @@ import (
 // started with a low soft open-file limit.
 const lowNofileEnv = "SUSERVE_TEST_LOW_NOFILE"
 
-// forkGo is Go's own fork with the same arguments as forkExec.
-func forkGo(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
-	return syscall.ForkExec(argv0, argv, &syscall.ProcAttr{Dir: dir, Env: env, Files: files, Sys: sys})
-}
-
 // TestForkExecStartsProgramsAsGosForkDoes starts the same programs with
 // suserve's fork and with Go's, and compares what the programs see of
 // themselves: identity, groups, capabilities, signal mask and dispositions,
@@ -152,24 +147,5 @@ func TestForkExecStartsProgramsAsGosForkDoes(t *testing.T) {
 				t.Errorf("suserve's fork gave the program\n%s\nGo's gave it\n%s", a, b)
 			}
 		})
-	}
-}
-
-// TestForkExecRefusesWhatItDoesNotImplement: a field of SysProcAttr that
-// suserve's fork does not carry out is refused, not silently dropped.
-func TestForkExecRefusesWhatItDoesNotImplement(t *testing.T) {
-	if forkIsGos {
-		t.Skip("this build uses Go's own fork, which carries out every field")
-	}
-	for _, sys := range []*syscall.SysProcAttr{
-		{Setsid: true, Chroot: "/"},
-		{Setsid: true, Setpgid: true},
-		{Setsid: true, Cloneflags: syscall.CLONE_NEWNS},
-		{Setsid: true, AmbientCaps: []uintptr{1}},
-		{Setsid: true, Credential: &syscall.Credential{NoSetGroups: true}},
-	} {
-		if _, err := forkExec("/bin/true", []string{"true"}, nil, "", nil, sys); err != syscall.EINVAL {
-			t.Errorf("%+v: %v, want EINVAL", sys, err)
-		}
 	}
 }

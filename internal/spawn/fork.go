@@ -79,3 +79,8 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 	p.st.stopCtx = context.AfterFunc(ctx, p.st.kill)
 	return p, nil
 }
+
+// forkGo is Go's own fork, with forkExec's arguments.
+func forkGo(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
+	return syscall.ForkExec(argv0, argv, &syscall.ProcAttr{Dir: dir, Env: env, Files: files, Sys: sys})
+}

@@ -1,0 +1,110 @@
+//go:build cgo
+
+package spawn
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestForkExecRefusesWhatItDoesNotImplement: a field of SysProcAttr that
+// suserve's fork does not carry out is refused, not silently dropped.
+func TestForkExecRefusesWhatItDoesNotImplement(t *testing.T) {
+	for _, sys := range []*syscall.SysProcAttr{
+		{Setsid: true, Chroot: "/"},
+		{Setsid: true, Setpgid: true},
+		{Setsid: true, Cloneflags: syscall.CLONE_NEWNS},
+		{Setsid: true, AmbientCaps: []uintptr{1}},
+		{Setsid: true, Credential: &syscall.Credential{NoSetGroups: true}},
+		{Setsid: false},
+	} {
+		if _, err := forkExec("/bin/true", []string{"true"}, nil, "", nil, sys); err != syscall.EINVAL {
+			t.Errorf("%+v: %v, want EINVAL", sys, err)
+		}
+	}
+}
+
+// noClone3Env marks the copy of TestForkExecFallsBackWhereClone3IsRefused
+// that runs under the seccomp filter.
+const noClone3Env = "SUSERVE_TEST_NO_CLONE3"
+
+// TestForkExecFallsBackWhereClone3IsRefused: under a seccomp filter that
+// answers clone3 with ENOSYS, as container runtimes' default profiles did
+// (and kernels before 5.3 do), programs still start, with Go's fork. The
+// filter cannot be taken off again, so it is installed in a copy of the
+// test process.
+func TestForkExecFallsBackWhereClone3IsRefused(t *testing.T) {
+	if os.Getenv(noClone3Env) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), noClone3Env+"=1", probeEnv+"="+probePath)
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+			t.Fatalf("under a filter that refuses clone3: %v\n%s", err, out)
+		}
+		return
+	}
+	refuseClone3(t)
+	if _, _, e := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0); e != unix.ENOSYS {
+		t.Fatalf("clone3 under the filter: %v, want ENOSYS", e)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pidfd := -1
+	for i := range 2 { // the first fork finds clone3 refused, the second knows
+		pid, err := forkExec("/bin/echo", []string{"echo", "started"}, nil, "", []uintptr{w.Fd(), w.Fd(), w.Fd()},
+			&syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd})
+		if err != nil {
+			t.Fatalf("fork %d: %v", i+1, err)
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+			t.Fatalf("fork %d: wait %v, status %v", i+1, err, ws)
+		}
+		if pidfd < 0 {
+			t.Errorf("fork %d: no pidfd", i+1)
+		}
+		syscall.Close(pidfd)
+	}
+	w.Close()
+	if out, _ := io.ReadAll(r); string(out) != "started\nstarted\n" {
+		t.Errorf("the programs wrote %q", out)
+	}
+	if !noClone3.Load() {
+		t.Error("clone3 refused, yet not remembered")
+	}
+}
+
+// refuseClone3 makes clone3 fail with ENOSYS in every thread of this
+// process, from now on.
+func refuseClone3(t *testing.T) {
+	const auditArchX86_64 = 0xc000003e
+	filter := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 4}, // seccomp_data.arch
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: auditArchX86_64, Jt: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_CLONE3, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog))); e != 0 {
+		t.Fatalf("seccomp: %v", e)
+	}
+}
