@@ -34,33 +34,11 @@ func (e Events) Sub(base Events) Events {
 }
 
 // SpawnFunc forks the program. It receives a SysProcAttr that holds only the
-// cell's part (the cgroup fd on v2); it sets the rest (Credential, Setsid,
-// Pdeathsig, ...) and forks with it, on the goroutine it was called on. It
-// returns the child's pid.
-//
-// On v1, which has no CLONE_INTO_CGROUP, join holds descriptors of the
-// group's tasks files, open for writing: the child must write "0" (itself)
-// to each, in order, before its exec, so that the program is in its groups
-// before its first instruction. A child that fails to enters none of the
-// program: the fork returns a *JoinError. A fork that cannot do this (Go's
-// own) returns ErrNoJoin without forking; the backend then forks from a
-// thread it has moved into the groups, and calls fn again with join nil.
-type SpawnFunc func(attr *syscall.SysProcAttr, join []int) (pid int, err error)
-
-// ErrNoJoin is a SpawnFunc's answer to a join it cannot carry out.
-var ErrNoJoin = errors.New("cell: this fork cannot have its child join its groups")
-
-// JoinError is a child's failure to write itself to join[Index] (see
-// SpawnFunc). The program did not start.
-type JoinError struct {
-	Index int
-	Err   error
-}
-
-func (e *JoinError) Error() string {
-	return fmt.Sprintf("cell: the child's write to tasks file %d of its groups: %v", e.Index, e.Err)
-}
-func (e *JoinError) Unwrap() error { return e.Err }
+// cell's part (the cgroup fd on v2; nothing on v1, whose placement is the
+// calling thread); it sets the rest (Credential, Setsid, Pdeathsig, ...)
+// and forks with it, on the goroutine it was called on. It returns the
+// child's pid.
+type SpawnFunc func(attr *syscall.SysProcAttr) (pid int, err error)
 
 // Backend creates and controls groups inside one directory per hierarchy,
 // the backend's base (this process's own cgroup). Paths are slash-separated

@@ -73,18 +73,6 @@ func destroyTree(t testing.TB, b Backend, rel string) {
 	}
 }
 
-// goFork makes fork, a fork with Go's os/exec, a SpawnFunc: it cannot have
-// its child join its groups, so on v1 the backend forks from a thread moved
-// into them.
-func goFork(fork func(attr *syscall.SysProcAttr) (int, error)) SpawnFunc {
-	return func(attr *syscall.SysProcAttr, join []int) (int, error) {
-		if join != nil {
-			return 0, ErrNoJoin
-		}
-		return fork(attr)
-	}
-}
-
 // startIn starts argv in group rel of b and returns the command (to Wait)
 // and its stdout.
 func startIn(t *testing.T, b Backend, rel string, argv ...string) (*exec.Cmd, *bytes.Buffer) {
@@ -92,14 +80,14 @@ func startIn(t *testing.T, b Backend, rel string, argv ...string) (*exec.Cmd, *b
 	cmd := exec.Command(argv[0], argv[1:]...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
-	_, err := b.Spawn(rel, goFork(func(attr *syscall.SysProcAttr) (int, error) {
+	_, err := b.Spawn(rel, func(attr *syscall.SysProcAttr) (int, error) {
 		attr.Setpgid = true
 		cmd.SysProcAttr = attr
 		if err := cmd.Start(); err != nil {
 			return 0, err
 		}
 		return cmd.Process.Pid, nil
-	}))
+	})
 	if err != nil {
 		t.Fatalf("spawn %v: %v", argv, err)
 	}
@@ -222,10 +210,10 @@ func TestKillRemovesDoubleForkedSetsidGrandchild(t *testing.T) {
 			defer r.Close()
 			cmd := exec.Command("/bin/sh", "-c", `( setsid sh -c 'echo $$; exec sleep 1000' & ) ; exec sleep 1000`)
 			cmd.Stdout = w
-			if _, err := b.Spawn(rel, goFork(func(attr *syscall.SysProcAttr) (int, error) {
+			if _, err := b.Spawn(rel, func(attr *syscall.SysProcAttr) (int, error) {
 				cmd.SysProcAttr = attr
 				return 0, cmd.Start()
-			})); err != nil {
+			}); err != nil {
 				t.Fatal(err)
 			}
 			w.Close()

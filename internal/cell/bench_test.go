@@ -166,31 +166,25 @@ func BenchmarkSpawnPlacement(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			rel := benchGroup(b, be)
 			for i := 0; i < b.N; i++ {
-				if _, err := be.Spawn(rel, goFork(spawnTrue)); err != nil {
+				if _, err := be.Spawn(rel, spawnTrue); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
-		// The placement alone, with no fork: the directory's descriptor
-		// (v2); the tasks files' descriptors for the child (v1, "join"),
-		// or the thread's moves in and out (v1, "thread").
-		for how, fork := range map[string]SpawnFunc{
-			"join":   func(*syscall.SysProcAttr, []int) (int, error) { return 1, nil },
-			"thread": goFork(func(*syscall.SysProcAttr) (int, error) { return 1, nil }),
-		} {
-			b.Run(name+"-placement-only-"+how, func(b *testing.B) {
-				rel := benchGroup(b, be)
-				ds := make([]time.Duration, 0, b.N)
-				for i := 0; i < b.N; i++ {
-					t0 := time.Now()
-					if _, err := be.Spawn(rel, fork); err != nil {
-						b.Fatal(err)
-					}
-					ds = append(ds, time.Since(t0))
+		// The placement alone: the thread's moves in and out (v1) or the
+		// directory fd (v2), with no fork.
+		b.Run(name+"-placement-only", func(b *testing.B) {
+			rel := benchGroup(b, be)
+			ds := make([]time.Duration, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if _, err := be.Spawn(rel, func(*syscall.SysProcAttr) (int, error) { return 1, nil }); err != nil {
+					b.Fatal(err)
 				}
-				reportPercentiles(b, ds)
-			})
-		}
+				ds = append(ds, time.Since(t0))
+			}
+			reportPercentiles(b, ds)
+		})
 	}
 }
 

@@ -10,8 +10,7 @@
 //	pool, err := cell.Open(b, cell.Config{...})      // instance lock, subtree, stale cleanup
 //	lease, err := pool.Acquire(ctx, identity)        // *BudgetFull (503, Retry-After) when full
 //	defer lease.Release()                            // kills leftovers, frees the slot
-//	pid, err := lease.Spawn(func(attr *syscall.SysProcAttr, join []int) (int, error) {
-//		if join != nil { return 0, cell.ErrNoJoin }  // or have the child join (SpawnFunc)
+//	pid, err := lease.Spawn(func(attr *syscall.SysProcAttr) (int, error) {
 //		attr.Credential = ...                        // fill in the rest, then fork here
 //		return syscall.ForkExec(path, argv, &syscall.ProcAttr{Sys: attr, ...})
 //	})

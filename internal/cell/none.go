@@ -22,5 +22,5 @@ func (noneBackend) Events(string) (Events, error)      { return Events{}, nil }
 func (noneBackend) Remove(string) error                { return nil }
 func (noneBackend) Children(string) ([]string, error)  { return nil, nil }
 func (noneBackend) Spawn(_ string, fn SpawnFunc) (int, error) {
-	return fn(&syscall.SysProcAttr{}, nil)
+	return fn(&syscall.SysProcAttr{})
 }

@@ -88,10 +88,10 @@ func run(t *testing.T, l *Lease, argv ...string) (string, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
-	if _, err := l.Spawn(goFork(func(attr *syscall.SysProcAttr) (int, error) {
+	if _, err := l.Spawn(func(attr *syscall.SysProcAttr) (int, error) {
 		cmd.SysProcAttr = attr
 		return 0, cmd.Start()
-	})); err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
 	err := cmd.Wait()

@@ -136,60 +136,19 @@ func weightToShares(w uint64) uint64 {
 	return min(max(w*1024/100, 2), 262144)
 }
 
-// Spawn has the child place itself in the group in every hierarchy before
-// its exec, so the program is in its cell before its first instruction (v1
-// has no CLONE_INTO_CGROUP). fn gets descriptors of the group's tasks files,
-// duplicates of the kept ones (see controlFiles; a fork can last long, see
-// v2Backend.Spawn), and its child writes "0" (itself) to each. Only the
-// child moves: the spawner's own threads never enter a cell, and a task
-// that moves only itself does not take the kernel's global threadgroup
-// lock, which a pid would. Measured on this host: see
-// BenchmarkSpawnPlacement.
-//
-// A fork that cannot (ErrNoJoin) runs as spawnFromThread has it.
+// Spawn runs fn on a fresh OS thread that has been moved into the group in
+// every hierarchy: the fork inherits the thread's groups, so the program is
+// in its cell before its first instruction (v1 has no CLONE_INTO_CGROUP).
+// The thread is moved back afterwards; if that fails it is not returned to
+// the Go scheduler but ends with its goroutine, so no other goroutine ever
+// runs inside a cell. The thread writes "0" (itself) to each tasks file:
+// a thread that moves only itself does not take the kernel's global
+// threadgroup lock, which a pid would. The tasks files stay open (see
+// controlFiles). Measured on this host: see BenchmarkSpawnPlacement.
 func (v *v1Backend) Spawn(rel string, fn SpawnFunc) (int, error) {
 	m := v.lock(rel)
 	m.Lock()
 	defer m.Unlock()
-	fds := make([]int, 0, len(v.hier))
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}()
-	paths := make([]string, 0, len(v.hier))
-	for _, h := range v.hier {
-		p := filepath.Join(join(h.base, rel), "tasks")
-		err := v.files.use(p, unix.O_WRONLY, func(kept int) error {
-			fd, err := unix.FcntlInt(uintptr(kept), unix.F_DUPFD_CLOEXEC, 0)
-			if err == nil {
-				fds = append(fds, fd)
-			}
-			return err
-		})
-		if err != nil {
-			return 0, &FileError{Op: "open", Path: p, Err: err}
-		}
-		paths = append(paths, p)
-	}
-	pid, err := fn(&syscall.SysProcAttr{}, fds)
-	var je *JoinError
-	switch {
-	case errors.Is(err, ErrNoJoin):
-		return v.spawnFromThread(rel, fn)
-	case errors.As(err, &je) && je.Index >= 0 && je.Index < len(paths):
-		return 0, &FileError{Op: "write", Path: paths[je.Index], Err: je.Err}
-	}
-	return pid, err
-}
-
-// spawnFromThread runs fn on a fresh OS thread that has been moved into the
-// group in every hierarchy: the fork inherits the thread's groups. The
-// thread is moved back afterwards; if that fails it is not returned to the
-// Go scheduler but ends with its goroutine, so no other goroutine ever runs
-// inside a cell. The thread writes "0" (itself) to each tasks file, as
-// Spawn's child does. The caller holds the group's lock.
-func (v *v1Backend) spawnFromThread(rel string, fn SpawnFunc) (int, error) {
 	type result struct {
 		pid int
 		err error
@@ -207,7 +166,7 @@ func (v *v1Backend) spawnFromThread(rel string, fn SpawnFunc) (int, error) {
 			moved++
 		}
 		if r.err == nil {
-			r.pid, r.err = fn(&syscall.SysProcAttr{}, nil)
+			r.pid, r.err = fn(&syscall.SysProcAttr{})
 		}
 		back := true
 		for _, h := range v.hier[:moved] {
@@ -230,8 +189,8 @@ func (v *v1Backend) spawnFromThread(rel string, fn SpawnFunc) (int, error) {
 
 // Kill freezes the group so that nothing in it can fork while it is being
 // emptied, SIGKILLs every member, thaws it so the signals are delivered,
-// then polls the group empty. The per-group lock keeps Spawn's child (or
-// thread) out of the freezer group while it is frozen.
+// then polls the group empty. The per-group lock keeps Spawn's thread out
+// of the freezer group while it is frozen.
 func (v *v1Backend) Kill(ctx context.Context, rel string) error {
 	m := v.lock(rel)
 	m.Lock()

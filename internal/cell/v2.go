@@ -139,7 +139,7 @@ func (v *v2Backend) Spawn(rel string, fn SpawnFunc) (int, error) {
 		return 0, &FileError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(fd)
-	return fn(&syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}, nil)
+	return fn(&syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd})
 }
 
 func (v *v2Backend) Kill(ctx context.Context, rel string) error {

@@ -72,7 +72,7 @@ func (c cellPool) Acquire(ctx context.Context, identity string) (spawn.Slot, err
 
 type cellSlot struct{ l *cell.Lease }
 
-func (s cellSlot) Spawn(fork func(attr *syscall.SysProcAttr, join []int) (int, error)) (int, error) {
+func (s cellSlot) Spawn(fork func(attr *syscall.SysProcAttr) (int, error)) (int, error) {
 	return s.l.Spawn(fork)
 }
 

@@ -25,11 +25,11 @@ type Slot interface {
 	// Spawn calls fork so that the child is in the slot before its first
 	// instruction, and returns fork's result. On cgroup v2 it sets
 	// attr.UseCgroupFD and attr.CgroupFD (clone3 with CLONE_INTO_CGROUP)
-	// before calling fork; on v1 it gives fork the group's tasks files to
-	// have the child write itself to (join; see cell.SpawnFunc). fork fills
-	// in the rest of attr (credential, session, parent-death signal, pidfd)
-	// and forks and execs on the calling goroutine.
-	Spawn(fork func(attr *syscall.SysProcAttr, join []int) (pid int, err error)) (int, error)
+	// before calling fork; on v1 it calls fork from a locked OS thread that
+	// it has moved into the cell's groups. fork fills in the rest of attr
+	// (credential, session, parent-death signal, pidfd) and forks and
+	// execs on the calling goroutine.
+	Spawn(fork func(attr *syscall.SysProcAttr) (pid int, err error)) (int, error)
 	// Kill kills every process in the slot, however it detached itself
 	// (cgroup.kill on v2; freeze, kill, thaw on v1), and returns once the
 	// slot is empty or ctx ends.

@@ -39,8 +39,6 @@ struct su_sigaction {
 };
 
 struct su_spawn {
-	const int *join;
-	int njoin;
 	const char *path;
 	char **argv, **envp;
 	const char *dir;
@@ -56,7 +54,6 @@ struct su_spawn {
 	struct rlimit nofile;
 	int restore_nofile;
 	volatile long err;
-	volatile int joinfail; // 1 + the index of the join write that failed
 };
 
 static inline long su_sys(long n, long a, long b, long c, long d) {
@@ -86,13 +83,6 @@ static __attribute__((noreturn, used)) void su_child(struct su_spawn *s) {
 	long r;
 	int i, nextfd;
 
-	// Into the cell's v1 groups first, before any of the child's work.
-	for (i = 0; i < s->njoin; i++) {
-		if ((r = su_sys(SYS_write, s->join[i], (long)"0", 1, 0)) < 0) {
-			s->joinfail = i + 1;
-			goto fail;
-		}
-	}
 	if ((r = su_sys(SYS_setsid, 0, 0, 0, 0)) < 0)
 		goto fail;
 	// No handler of the server may run in the child, which shares its
@@ -199,8 +189,7 @@ static __thread char *su_stack;
 
 static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int pathoff, int diroff,
 		     int *fds, int nfds, int cred, uint32_t uid, uint32_t gid, const uint32_t *groups, int ngroups,
-		     int pdeathsig, int ppid, int cgroupfd, const int *join, int njoin, int *pidfd, long *childerr,
-		     int *joinfail) {
+		     int pdeathsig, int ppid, int cgroupfd, int *pidfd, long *childerr) {
 	char *ptrs[nargv + 1 + nenv + 1];
 	struct su_spawn s = {0};
 	struct su_clone_args ca = {0};
@@ -222,8 +211,6 @@ static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int 
 		ptrs[i + (i >= nargv)] = (char *)buf + offs[i];
 	ptrs[nargv] = 0;
 	ptrs[nargv + 1 + nenv] = 0;
-	s.join = join;
-	s.njoin = njoin;
 	s.path = buf + pathoff;
 	s.argv = ptrs;
 	s.envp = ptrs + nargv + 1;
@@ -256,7 +243,6 @@ static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int 
 	pid = su_clone3(&ca, su_child, &s);
 	su_sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8);
 	*childerr = s.err;
-	*joinfail = s.joinfail;
 	return pid;
 }
 */
@@ -266,8 +252,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"unsafe"
-
-	"github.com/suserve/suserve/internal/cell"
 )
 
 // noClone3 is set once clone3 has been refused (ENOSYS); forkExec is then
@@ -293,16 +277,11 @@ var noClone3 atomic.Bool
 // CLONE_PIDFD and CLONE_INTO_CGROUP), on a stack of its own. It does what
 // Go's forkAndExecInChild1 does for these fields, in the same order, and
 // reports a failure before exec as the errno of the step that failed.
-// Given join (cgroup v1's tasks files, see cell.SpawnFunc), the child first
-// writes itself to each; a failed write is a *cell.JoinError.
 // syscall.ForkLock is not taken: on Linux nothing in Go creates a
 // descriptor without close-on-exec, and fork marks every inherited one
 // close-on-exec before each spawn.
-func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr, join []int) (int, error) {
+func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
 	if noClone3.Load() {
-		if join != nil {
-			return 0, cell.ErrNoJoin
-		}
 		return forkGo(argv0, argv, env, dir, files, sys)
 	}
 	if sys.Chroot != "" || sys.Setpgid || sys.Setctty || sys.Noctty || sys.Foreground || sys.Ptrace ||
@@ -374,24 +353,16 @@ func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys
 	if sys.UseCgroupFD {
 		cgroup = C.int(sys.CgroupFD)
 	}
-	joinFds := make([]C.int, len(join)+1) // +1: never a nil pointer
-	for i, fd := range join {
-		joinFds[i] = C.int(fd)
-	}
 	var pidfd C.int = -1
 	var childErr C.long
-	var joinFail C.int
 	pid := C.su_spawn((*C.char)(unsafe.Pointer(&buf[0])), &offs[0], C.int(len(argv)), C.int(len(env)), pathOff, dirOff,
 		&fds[0], C.int(len(files)), cred, uid, gid, &groups[0], C.int(ngroups),
-		C.int(sys.Pdeathsig), C.int(syscall.Getpid()), cgroup, &joinFds[0], C.int(len(join)), &pidfd, &childErr, &joinFail)
+		C.int(sys.Pdeathsig), C.int(syscall.Getpid()), cgroup, &pidfd, &childErr)
 	if pid == -C.long(syscall.ENOSYS) {
 		// A kernel before 5.3, or a seccomp profile that refuses clone3
 		// (container runtimes' defaults did, so that libc fell back to
 		// clone): Go's fork, from now on.
 		noClone3.Store(true)
-		if join != nil {
-			return 0, cell.ErrNoJoin
-		}
 		return forkGo(argv0, argv, env, dir, files, sys)
 	}
 	if pid < 0 {
@@ -407,9 +378,6 @@ func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys
 		}
 		if pidfd >= 0 {
 			syscall.Close(int(pidfd))
-		}
-		if joinFail > 0 {
-			return 0, &cell.JoinError{Index: int(joinFail) - 1, Err: syscall.Errno(childErr)}
 		}
 		return 0, syscall.Errno(childErr)
 	}

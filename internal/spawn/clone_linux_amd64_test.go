@@ -3,7 +3,6 @@
 package spawn
 
 import (
-	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -14,8 +13,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/suserve/suserve/internal/cell"
 )
 
 // TestForkExecRefusesWhatItDoesNotImplement: a field of SysProcAttr that
@@ -29,7 +26,7 @@ func TestForkExecRefusesWhatItDoesNotImplement(t *testing.T) {
 		{Setsid: true, Credential: &syscall.Credential{NoSetGroups: true}},
 		{Setsid: false},
 	} {
-		if _, err := forkExec("/bin/true", []string{"true"}, nil, "", nil, sys, nil); err != syscall.EINVAL {
+		if _, err := forkExec("/bin/true", []string{"true"}, nil, "", nil, sys); err != syscall.EINVAL {
 			t.Errorf("%+v: %v, want EINVAL", sys, err)
 		}
 	}
@@ -66,7 +63,7 @@ func TestForkExecFallsBackWhereClone3IsRefused(t *testing.T) {
 	pidfd := -1
 	for i := range 2 { // the first fork finds clone3 refused, the second knows
 		pid, err := forkExec("/bin/echo", []string{"echo", "started"}, nil, "", []uintptr{w.Fd(), w.Fd(), w.Fd()},
-			&syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd}, nil)
+			&syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd})
 		if err != nil {
 			t.Fatalf("fork %d: %v", i+1, err)
 		}
@@ -109,63 +106,5 @@ func refuseClone3(t *testing.T) {
 	}
 	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog))); e != 0 {
 		t.Fatalf("seccomp: %v", e)
-	}
-}
-
-// TestForkExecChildWritesItselfToEachJoinFile: the child writes "0" to each
-// join descriptor before its exec (cgroup v1's tasks files, where "0" is
-// the writer: see cell.SpawnFunc; the cell's placement is tested with real
-// groups in internal/server and cmd/suserve). When a write fails, the
-// program does not run and the error names the descriptor's index.
-func TestForkExecChildWritesItselfToEachJoinFile(t *testing.T) {
-	var pipes [2][2]*os.File
-	for i := range pipes {
-		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		defer w.Close()
-		pipes[i] = [2]*os.File{r, w}
-	}
-	out, outw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	start := func(join []int) error {
-		pidfd := -1
-		pid, err := forkExec("/bin/echo", []string{"echo", "ran"}, nil, "", []uintptr{outw.Fd(), outw.Fd(), outw.Fd()},
-			&syscall.SysProcAttr{Setsid: true, PidFD: &pidfd}, join)
-		if err != nil {
-			return err
-		}
-		defer syscall.Close(pidfd)
-		var ws syscall.WaitStatus
-		_, err = syscall.Wait4(pid, &ws, 0, nil)
-		return err
-	}
-	if err := start([]int{int(pipes[0][1].Fd()), int(pipes[1][1].Fd())}); err != nil {
-		t.Fatal(err)
-	}
-	for i, p := range pipes {
-		b := make([]byte, 8)
-		if n, err := p[0].Read(b); err != nil || string(b[:n]) != "0" {
-			t.Errorf("join file %d got %q (%v), want \"0\"", i, b[:n], err)
-		}
-	}
-	readOnly, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer readOnly.Close()
-	err = start([]int{int(pipes[0][1].Fd()), int(readOnly.Fd())})
-	var je *cell.JoinError
-	if !errors.As(err, &je) || je.Index != 1 || !errors.Is(err, syscall.EBADF) {
-		t.Errorf("a join file the child cannot write: %v, want a *cell.JoinError for index 1 (EBADF)", err)
-	}
-	outw.Close()
-	if b, _ := io.ReadAll(out); string(b) != "ran\n" {
-		t.Errorf("the program wrote %q, want it to have run once", b)
 	}
 }

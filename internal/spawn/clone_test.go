@@ -18,11 +18,6 @@ import (
 // started with a low soft open-file limit.
 const lowNofileEnv = "SUSERVE_TEST_LOW_NOFILE"
 
-// forkOurs is forkExec with no cell to join.
-func forkOurs(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
-	return forkExec(argv0, argv, env, dir, files, sys, nil)
-}
-
 // TestForkExecStartsProgramsAsGosForkDoes starts the same programs with
 // suserve's fork and with Go's, and compares what the programs see of
 // themselves: identity, groups, capabilities, signal mask and dispositions,
@@ -137,7 +132,7 @@ func TestForkExecStartsProgramsAsGosForkDoes(t *testing.T) {
 		{"directory closed to the identity", []string{"/bin/true"}, closed, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ours, gos := run(forkOurs, tt.argv, tt.dir), run(forkGo, tt.argv, tt.dir)
+			ours, gos := run(forkExec, tt.argv, tt.dir), run(forkGo, tt.argv, tt.dir)
 			var oe, ge syscall.Errno
 			if errors.As(ours.err, &oe) != errors.As(gos.err, &ge) || oe != ge {
 				t.Fatalf("suserve's fork: %v; Go's: %v", ours.err, gos.err)

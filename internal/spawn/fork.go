@@ -36,12 +36,12 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 
 	pidfd := -1
-	fork := func(attr *syscall.SysProcAttr, join []int) (int, error) {
+	fork := func(attr *syscall.SysProcAttr) (int, error) {
 		attr.Setsid = true // its own session and process group, for Kill
 		attr.Pdeathsig = syscall.SIGKILL
 		attr.Credential = c.cred
 		attr.PidFD = &pidfd
-		return forkExec(c.argv0, c.args, c.env, c.dir, c.files, attr, join)
+		return forkExec(c.argv0, c.args, c.env, c.dir, c.files, attr)
 	}
 	var slot Slot
 	var pid int
@@ -53,7 +53,7 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 		}
 		pid, err = slot.Spawn(fork)
 	} else {
-		pid, err = fork(&syscall.SysProcAttr{}, nil)
+		pid, err = fork(&syscall.SysProcAttr{})
 	}
 	if err != nil {
 		if slot != nil {

@@ -501,8 +501,8 @@ func (g *gateCells) Acquire(ctx context.Context, id string) (Slot, error) {
 
 type nullSlot struct{}
 
-func (nullSlot) Spawn(fork func(*syscall.SysProcAttr, []int) (int, error)) (int, error) {
-	return fork(&syscall.SysProcAttr{}, nil)
+func (nullSlot) Spawn(fork func(*syscall.SysProcAttr) (int, error)) (int, error) {
+	return fork(&syscall.SysProcAttr{})
 }
 func (nullSlot) Kill(context.Context) error  { return nil }
 func (nullSlot) Events() (CellEvents, error) { return CellEvents{}, nil }
