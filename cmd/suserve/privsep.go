@@ -150,8 +150,8 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 // per eight CPUs, at least one. The spawner's own Go code is small. Its
 // waits, for a cell, for a program's exit, for the front, are pidfd and
 // socket events or blocking system calls, which give up the P, so programs
-// queue, run and end concurrently. So does a fork (spawn's forkExec, a C
-// call). Go's own fork, which builds without cgo use, keeps its P until the
+// queue, run and end concurrently. So does a fork: on one P, spawn's own
+// (forkWith). Go's fork, which builds without cgo use, keeps its P until the
 // child has exec'd (a vfork): with one P those builds' forks follow one
 // another, and the spawner's other work waits while one is under way. That
 // window is the child's way to its exec, and on a busy machine the child

@@ -271,7 +271,8 @@ var noClone3 atomic.Bool
 // that blocked (a program on a network filesystem that has stopped
 // answering) stopped the spawner. This fork is a cgo call: the runtime
 // counts it a system call and hands the P to another thread, so spawns
-// overlap however many Ps there are.
+// overlap however many Ps there are. (A process of more Ps uses Go's fork:
+// see forkWith.)
 //
 // The child is the same vfork-style clone3 (CLONE_VM|CLONE_VFORK, with
 // CLONE_PIDFD and CLONE_INTO_CGROUP), on a stack of its own. It does what
