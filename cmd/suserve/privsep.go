@@ -151,9 +151,10 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 // waits, for a cell, for a program's exit, for the front, are pidfd and
 // socket events or blocking system calls, which give up the P, so programs
 // queue, run and end concurrently. So does a fork: on one P, spawn's own
-// (forkWith). Go's fork, which builds without cgo use, keeps its P until the
-// child has exec'd (a vfork): with one P those builds' forks follow one
-// another, and the spawner's other work waits while one is under way. That
+// (forkWith). Go's fork (on more Ps, in builds without cgo, and where
+// clone3 is refused) keeps its P until the child has exec'd (a vfork): on
+// one P its forks follow one another, and the spawner's other work waits
+// while one is under way. That
 // window is the child's way to its exec, and on a busy machine the child
 // waits for a CPU like any other process: on a 2-CPU host under the bench's
 // hello program with cgroup v1 cells, 0.27 ms at the least and 1.4 ms on

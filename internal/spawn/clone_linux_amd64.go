@@ -4,6 +4,7 @@ package spawn
 
 /*
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/mman.h>
@@ -16,7 +17,9 @@ package spawn
 // exists; this is the C half. Everything the child runs is here, and it
 // makes raw system calls only: it shares the parent's memory (CLONE_VM) and
 // runs on a stack of its own until its execve, so it must not touch libc's
-// locks, errno or allocator.
+// locks, errno or allocator. It calls nothing: su_sys is always inlined, and
+// su_child is kept free of instrumentation (stack protector, sanitizers,
+// profiling hooks) whatever CGO_CFLAGS say.
 
 #ifndef SYS_clone3
 #define SYS_clone3 435
@@ -25,6 +28,9 @@ package spawn
 #define SU_CLONE_VM 0x00000100ULL
 #define SU_CLONE_VFORK 0x00004000ULL
 #define SU_CLONE_INTO_CGROUP 0x200000000ULL
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
 
 struct su_clone_args {
 	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal;
@@ -53,10 +59,11 @@ struct su_spawn {
 	uint64_t mask;
 	struct rlimit nofile;
 	int restore_nofile;
+	int keep; // a descriptor at or above nfds that the exec names, or -1
 	volatile long err;
 };
 
-static inline long su_sys(long n, long a, long b, long c, long d) {
+static inline __attribute__((always_inline)) long su_sys(long n, long a, long b, long c, long d) {
 	long ret;
 	register long r10 __asm__("r10") = d;
 	__asm__ volatile("syscall"
@@ -69,7 +76,10 @@ static inline long su_sys(long n, long a, long b, long c, long d) {
 // su_nofile is RLIMIT_NOFILE as the process started with. Go's syscall
 // package raises the soft limit when it initialises and puts the original
 // back in the children of its own fork; this constructor runs before that,
-// so programs get the limit suserve was given, as they did before.
+// so programs get the limit suserve was given, as they did before. Go does
+// not restore it after the process sets the limit itself
+// (syscall.Setrlimit); suserve does not, and the child's test (the limit
+// still at max-1/max) is Go's.
 static struct rlimit su_nofile;
 static int su_nofile_ok;
 
@@ -79,7 +89,8 @@ __attribute__((constructor)) static void su_nofile_init(void) {
 		su_nofile_ok = 1;
 }
 
-static __attribute__((noreturn, used)) void su_child(struct su_spawn *s) {
+static __attribute__((noreturn, used, noinline, no_instrument_function, no_stack_protector,
+		       no_sanitize("address", "thread", "undefined"))) void su_child(struct su_spawn *s) {
 	long r;
 	int i, nextfd;
 
@@ -131,6 +142,10 @@ static __attribute__((noreturn, used)) void su_child(struct su_spawn *s) {
 		}
 	}
 	for (i = 0; i < s->nfds; i++) {
+		if (s->fds[i] == -1) {
+			su_sys(SYS_close, i, 0, 0, 0);
+			continue;
+		}
 		if (s->fds[i] == i)
 			r = su_sys(SYS_fcntl, i, F_SETFD, 0, 0);
 		else
@@ -140,6 +155,21 @@ static __attribute__((noreturn, used)) void su_child(struct su_spawn *s) {
 	}
 	for (i = s->nfds; i < 3; i++)
 		su_sys(SYS_close, i, 0, 0, 0);
+	// Close-on-exec closes the rest only once the exec has gone too far
+	// to fail, and an exec can stall before that (a program on a network
+	// filesystem that has stopped answering): all that while the child
+	// would hold a copy of every descriptor the spawner had, other
+	// requests' pipes among them, and those requests would see no end of
+	// their program's output. So the child closes them now, all but the
+	// one its exec names. (Before 5.9, close_range is ENOSYS: they stay
+	// close-on-exec, as with Go's fork.)
+	if (s->keep >= s->nfds) {
+		if (s->keep > s->nfds)
+			su_sys(SYS_close_range, s->nfds, s->keep - 1, 0, 0);
+		su_sys(SYS_close_range, s->keep + 1, ~0U, 0, 0);
+	} else {
+		su_sys(SYS_close_range, s->nfds, ~0U, 0, 0);
+	}
 	if (s->restore_nofile) {
 		struct rlimit cur;
 		if (su_sys(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&cur) < 0 ||
@@ -182,14 +212,20 @@ static long su_clone3(struct su_clone_args *ca, void (*fn)(struct su_spawn *), s
 
 // The child's stack, one per thread: the thread waits in clone3 until the
 // child has exec'd or exited, so no two children ever share one. It is
-// kept for the thread's life (Go's threads rarely end) with a guard page
-// below it.
+// kept for the thread's life, with a guard page below it, and unmapped
+// when the thread ends.
 #define SU_STACK (64 * 1024)
 static __thread char *su_stack;
+static pthread_key_t su_stack_key;
+static pthread_once_t su_stack_once = PTHREAD_ONCE_INIT;
+static int su_stack_keyed;
+
+static void su_stack_free(void *p) { munmap((char *)p - 4096, SU_STACK + 4096); }
+static void su_stack_key_init(void) { su_stack_keyed = pthread_key_create(&su_stack_key, su_stack_free) == 0; }
 
 static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int pathoff, int diroff,
 		     int *fds, int nfds, int cred, uint32_t uid, uint32_t gid, const uint32_t *groups, int ngroups,
-		     int pdeathsig, int ppid, int cgroupfd, int *pidfd, long *childerr) {
+		     int pdeathsig, int ppid, int cgroupfd, int keep, int *pidfd, long *childerr) {
 	char *ptrs[nargv + 1 + nenv + 1];
 	struct su_spawn s = {0};
 	struct su_clone_args ca = {0};
@@ -206,6 +242,9 @@ static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int 
 			return -12;
 		}
 		su_stack = p + 4096;
+		pthread_once(&su_stack_once, su_stack_key_init);
+		if (su_stack_keyed)
+			pthread_setspecific(su_stack_key, su_stack);
 	}
 	for (i = 0; i < nargv + nenv; i++)
 		ptrs[i + (i >= nargv)] = (char *)buf + offs[i];
@@ -226,6 +265,7 @@ static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int 
 	s.ppid = ppid;
 	s.nofile = su_nofile;
 	s.restore_nofile = su_nofile_ok;
+	s.keep = keep;
 
 	ca.flags = SU_CLONE_VM | SU_CLONE_VFORK | SU_CLONE_PIDFD;
 	ca.pidfd = (uint64_t)(uintptr_t)pidfd;
@@ -249,14 +289,30 @@ static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int 
 import "C"
 
 import (
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // noClone3 is set once clone3 has been refused (ENOSYS); forkExec is then
 // Go's fork, which uses clone where it can.
 var noClone3 atomic.Bool
+
+// clone3Once asks the kernel once whether clone3 can be called at all. A
+// kernel that has it answers EINVAL to a call with no arguments; ENOSYS
+// (before 5.3) or EPERM (a seccomp profile that refuses it: container
+// runtimes' defaults did, with one errno or the other) mean Go's fork,
+// which uses clone.
+var clone3Once = sync.OnceFunc(func() {
+	if _, _, e := syscall.RawSyscall(unix.SYS_CLONE3, 0, 0, 0); e != syscall.EINVAL {
+		noClone3.Store(true)
+	}
+})
 
 // forkExec starts a program as syscall.ForkExec does, for the fields of
 // sys that suserve sets (Setsid, Pdeathsig, Credential, PidFD, UseCgroupFD
@@ -278,17 +334,25 @@ var noClone3 atomic.Bool
 // CLONE_PIDFD and CLONE_INTO_CGROUP), on a stack of its own. It does what
 // Go's forkAndExecInChild1 does for these fields, in the same order, and
 // reports a failure before exec as the errno of the step that failed.
-// syscall.ForkLock is not taken: on Linux nothing in Go creates a
-// descriptor without close-on-exec, and fork marks every inherited one
+// The order differs in one way: every signal stays blocked until just
+// before the exec. And one thing more: the child closes every descriptor
+// it will not pass on before its exec (see su_child), where Go's leaves
+// them to close-on-exec.
+//
+// syscall.ForkLock is not taken. It keeps a fork from catching a
+// descriptor that another goroutine has created but not yet marked
+// close-on-exec; suserve creates none that way (its descriptors are
+// made close-on-exec atomically), and fork marks every inherited one
 // close-on-exec before each spawn.
 func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
-	if noClone3.Load() {
-		return forkGo(argv0, argv, env, dir, files, sys)
-	}
 	if sys.Chroot != "" || sys.Setpgid || sys.Setctty || sys.Noctty || sys.Foreground || sys.Ptrace ||
 		sys.Cloneflags != 0 || sys.Unshareflags != 0 || sys.UidMappings != nil || sys.GidMappings != nil ||
-		len(sys.AmbientCaps) > 0 || (sys.Credential != nil && sys.Credential.NoSetGroups) {
+		len(sys.AmbientCaps) > 0 || (sys.Credential != nil && sys.Credential.NoSetGroups) || !sys.Setsid {
 		return 0, syscall.EINVAL
+	}
+	clone3Once()
+	if noClone3.Load() {
+		return forkGo(argv0, argv, env, dir, files, sys)
 	}
 	// One buffer of NUL-terminated strings and their offsets: cgo may not
 	// be handed Go memory that holds Go pointers.
@@ -322,12 +386,14 @@ func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys
 		}
 	}
 	pathOff := add(argv0)
+	if pathOff < 0 || len(argv) == 0 {
+		return 0, syscall.EINVAL
+	}
 	dirOff := C.int(-1)
 	if dir != "" {
-		dirOff = add(dir)
-	}
-	if pathOff < 0 || dirOff < -1 || len(argv) == 0 {
-		return 0, syscall.EINVAL
+		if dirOff = add(dir); dirOff < 0 {
+			return 0, syscall.EINVAL
+		}
 	}
 	fds := make([]C.int, len(files)+1) // +1: never a nil pointer
 	for i, f := range files {
@@ -347,9 +413,6 @@ func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys
 			ngroups = len(c.Groups)
 		}
 	}
-	if !sys.Setsid {
-		return 0, syscall.EINVAL // the child always starts its own session
-	}
 	cgroup := C.int(-1)
 	if sys.UseCgroupFD {
 		cgroup = C.int(sys.CgroupFD)
@@ -358,7 +421,7 @@ func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys
 	var childErr C.long
 	pid := C.su_spawn((*C.char)(unsafe.Pointer(&buf[0])), &offs[0], C.int(len(argv)), C.int(len(env)), pathOff, dirOff,
 		&fds[0], C.int(len(files)), cred, uid, gid, &groups[0], C.int(ngroups),
-		C.int(sys.Pdeathsig), C.int(syscall.Getpid()), cgroup, &pidfd, &childErr)
+		C.int(sys.Pdeathsig), C.int(syscall.Getpid()), cgroup, C.int(execFD(argv0)), &pidfd, &childErr)
 	if pid == -C.long(syscall.ENOSYS) {
 		// A kernel before 5.3, or a seccomp profile that refuses clone3
 		// (container runtimes' defaults did, so that libc fell back to
@@ -388,4 +451,17 @@ func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys
 		syscall.Close(int(pidfd))
 	}
 	return int(pid), nil
+}
+
+// execFD is the descriptor an exec of path names (/proc/self/fd/N or
+// /dev/fd/N), or -1.
+func execFD(path string) int {
+	for _, dir := range []string{"/proc/self/fd/", "/dev/fd/"} {
+		if rest, ok := strings.CutPrefix(path, dir); ok {
+			if n, err := strconv.Atoi(rest); err == nil && n >= 0 {
+				return n
+			}
+		}
+	}
+	return -1
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,27 +34,36 @@ func TestForkExecRefusesWhatItDoesNotImplement(t *testing.T) {
 }
 
 // noClone3Env marks the copy of TestForkExecFallsBackWhereClone3IsRefused
-// that runs under the seccomp filter.
+// that runs under the seccomp filter; its value is the errno the filter
+// answers.
 const noClone3Env = "SUSERVE_TEST_NO_CLONE3"
 
 // TestForkExecFallsBackWhereClone3IsRefused: under a seccomp filter that
-// answers clone3 with ENOSYS, as container runtimes' default profiles did
-// (and kernels before 5.3 do), programs still start, with Go's fork. The
-// filter cannot be taken off again, so it is installed in a copy of the
-// test process.
+// answers clone3 with ENOSYS or EPERM, as container runtimes' default
+// profiles did (and kernels before 5.3 answer ENOSYS), programs still
+// start, with Go's fork. The filter cannot be taken off again, so it is
+// installed in a copy of the test process, one for each errno.
 func TestForkExecFallsBackWhereClone3IsRefused(t *testing.T) {
-	if os.Getenv(noClone3Env) == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-		cmd.Env = append(os.Environ(), noClone3Env+"=1", probeEnv+"="+probePath)
-		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-			t.Fatalf("under a filter that refuses clone3: %v\n%s", err, out)
+	errno := os.Getenv(noClone3Env)
+	if errno == "" {
+		for _, e := range []syscall.Errno{syscall.ENOSYS, syscall.EPERM} {
+			cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+			cmd.Env = append(os.Environ(), noClone3Env+"="+strconv.Itoa(int(e)), probeEnv+"="+probePath)
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+				t.Errorf("under a filter that answers clone3 with %v: %v\n%s", e, err, out)
+			}
 		}
 		return
 	}
-	refuseClone3(t)
-	if _, _, e := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0); e != unix.ENOSYS {
-		t.Fatalf("clone3 under the filter: %v, want ENOSYS", e)
+	n, err := strconv.Atoi(errno)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := syscall.Errno(n)
+	refuseClone3(t, want)
+	if _, _, e := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0); e != want {
+		t.Fatalf("clone3 under the filter: %v, want %v", e, want)
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -61,7 +71,7 @@ func TestForkExecFallsBackWhereClone3IsRefused(t *testing.T) {
 	}
 	defer r.Close()
 	pidfd := -1
-	for i := range 2 { // the first fork finds clone3 refused, the second knows
+	for i := range 2 {
 		pid, err := forkExec("/bin/echo", []string{"echo", "started"}, nil, "", []uintptr{w.Fd(), w.Fd(), w.Fd()},
 			&syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd})
 		if err != nil {
@@ -83,11 +93,15 @@ func TestForkExecFallsBackWhereClone3IsRefused(t *testing.T) {
 	if !noClone3.Load() {
 		t.Error("clone3 refused, yet not remembered")
 	}
+	// What suserve's fork refuses is refused still.
+	if _, err := forkExec("/bin/true", []string{"true"}, nil, "", nil, &syscall.SysProcAttr{Setsid: true, Chroot: "/"}); err != syscall.EINVAL {
+		t.Errorf("Chroot with Go's fork in its place: %v, want EINVAL", err)
+	}
 }
 
-// refuseClone3 makes clone3 fail with ENOSYS in every thread of this
+// refuseClone3 makes clone3 fail with errno in every thread of this
 // process, from now on.
-func refuseClone3(t *testing.T) {
+func refuseClone3(t *testing.T, errno syscall.Errno) {
 	const auditArchX86_64 = 0xc000003e
 	filter := []unix.SockFilter{
 		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 4}, // seccomp_data.arch
@@ -95,7 +109,7 @@ func refuseClone3(t *testing.T) {
 		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
 		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
 		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_CLONE3, Jf: 1},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(errno)},
 		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
 	}
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}

@@ -203,7 +203,7 @@ func elfInterp(p *program) string {
 	if !bytes.HasPrefix(p.head, []byte(elf.ELFMAG)) {
 		return ""
 	}
-	fd, err := unix.Dup(p.fd)
+	fd, err := unix.FcntlInt(uintptr(p.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return ""
 	}

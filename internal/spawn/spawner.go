@@ -191,7 +191,8 @@ func (fc *frontConn) read() error {
 				continue
 			}
 			// One goroutine per request: a request that waits for a cell,
-			// or for its child's exec (see forkWith), holds up no other.
+			// or (on one P, see forkWith) for its child's exec, holds up
+			// no other.
 			fc.wg.Add(1)
 			go func() {
 				defer fc.wg.Done()
