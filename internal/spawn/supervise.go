@@ -302,7 +302,9 @@ func (e *FrontError) Error() string { return "the front refuses to run: " + e.De
 func ConnectFront(boot *os.File) (*Client, error) {
 	// Nothing this process executes can gain privileges again (setuid
 	// binaries, file capabilities). The spawner set it before the exec;
-	// a front started some other way sets it on every thread itself.
+	// a front started some other way sets it on every thread itself, or,
+	// in a build with cgo, where the runtime cannot (AllThreadsSyscall is
+	// ENOTSUP there), refuses to run.
 	if nnp, _ := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); nnp != 1 {
 		if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
 			boot.Close()
