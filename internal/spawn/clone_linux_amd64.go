@@ -250,22 +250,13 @@ static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int 
 		ptrs[i + (i >= nargv)] = (char *)buf + offs[i];
 	ptrs[nargv] = 0;
 	ptrs[nargv + 1 + nenv] = 0;
-	s.path = buf + pathoff;
-	s.argv = ptrs;
-	s.envp = ptrs + nargv + 1;
-	s.dir = diroff >= 0 ? buf + diroff : 0;
-	s.fds = fds;
-	s.nfds = nfds;
-	s.cred = cred;
-	s.uid = uid;
-	s.gid = gid;
-	s.groups = groups;
-	s.ngroups = ngroups;
-	s.pdeathsig = pdeathsig;
-	s.ppid = ppid;
-	s.nofile = su_nofile;
-	s.restore_nofile = su_nofile_ok;
-	s.keep = keep;
+	s = (struct su_spawn){
+		.path = buf + pathoff, .argv = ptrs, .envp = ptrs + nargv + 1,
+		.dir = diroff >= 0 ? buf + diroff : 0, .fds = fds, .nfds = nfds,
+		.cred = cred, .uid = uid, .gid = gid, .groups = groups, .ngroups = ngroups,
+		.pdeathsig = pdeathsig, .ppid = ppid, .keep = keep,
+		.nofile = su_nofile, .restore_nofile = su_nofile_ok,
+	};
 
 	ca.flags = SU_CLONE_VM | SU_CLONE_VFORK | SU_CLONE_PIDFD;
 	ca.pidfd = (uint64_t)(uintptr_t)pidfd;
