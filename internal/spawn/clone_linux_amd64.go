@@ -290,8 +290,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// noClone3 is set once clone3 has been refused (ENOSYS); forkExec is then
-// Go's fork, which uses clone where it can.
+// noClone3 is set once clone3 has been found refused (clone3Once, or an
+// ENOSYS from a fork); forkExec is then Go's fork, which uses clone.
 var noClone3 atomic.Bool
 
 // clone3Once asks the kernel once whether clone3 can be called at all. A
