@@ -311,8 +311,8 @@ var clone3Once = sync.OnceFunc(func() {
 // a Go processor while the child runs.
 //
 // Go's own fork is a vfork: the calling thread stops until the child
-// execs, and it stops holding its P, outside the scheduler's notion of a
-// system call. The spawner runs on one P below 16 CPUs (spawnerProcs in
+// execs, and it stops still holding its P, outside the scheduler's notion
+// of a system call. The spawner runs on one P below 16 CPUs (spawnerProcs in
 // cmd/suserve), so there each spawn held every other spawn, reap and
 // answer until its child had switched identity and exec'd, and an exec
 // that blocked (a program on a network filesystem that has stopped
@@ -323,12 +323,11 @@ var clone3Once = sync.OnceFunc(func() {
 //
 // The child is the same vfork-style clone3 (CLONE_VM|CLONE_VFORK, with
 // CLONE_PIDFD and CLONE_INTO_CGROUP), on a stack of its own. It does what
-// Go's forkAndExecInChild1 does for these fields, in the same order, and
-// reports a failure before exec as the errno of the step that failed.
-// The order differs in one way: every signal stays blocked until just
-// before the exec. And one thing more: the child closes every descriptor
-// it will not pass on before its exec (see su_child), where Go's leaves
-// them to close-on-exec.
+// Go's forkAndExecInChild1 does for these fields, in Go's order but for
+// one step (every signal stays blocked until just before the exec), and
+// reports a failure before exec as the errno of the step that failed. One
+// thing more: the child closes every descriptor it will not pass on before
+// its exec (see su_child), where Go's leaves them to close-on-exec.
 //
 // syscall.ForkLock is not taken. It keeps a fork from catching a
 // descriptor that another goroutine has created but not yet marked

@@ -88,7 +88,8 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 // costs less: forkExec's handing of its P to another thread and back took
 // the in-process server with cells from 0.93 to 0.84 of the setuid limit
 // (cgroup v2) and from 0.85 to 0.77 (v1) at 32 connections on 2 CPUs,
-// medians of five bench runs, while it raised the spawner's one-P rows.
+// medians of five bench runs; in the spawner, on one P, the bench found no
+// cost to set against the turns it ends.
 func forkWith(procs int) func(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
 	if procs == 1 {
 		return forkExec
