@@ -7,13 +7,17 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/suserve/suserve/internal/testutil"
 )
 
 // TestForkExecRefusesWhatItDoesNotImplement: a field of SysProcAttr that
@@ -121,4 +125,44 @@ func refuseClone3(t *testing.T, errno syscall.Errno) {
 	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog))); e != 0 {
 		t.Fatalf("seccomp: %v", e)
 	}
+}
+
+// BenchmarkForkUntilExec times suserve's fork and Go's from the call until
+// the child has exec'd (both return then), taking turns in one run so that
+// both see the same machine, as uid 61001 with the fields suserve sets.
+// Reported: each fork's p50 and p90, and the ratio of the p50s.
+func BenchmarkForkUntilExec(b *testing.B) {
+	testutil.RequireRoot(b)
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	forks := []func(string, []string, []string, string, []uintptr, *syscall.SysProcAttr) (int, error){forkExec, forkGo}
+	var ds [2][]time.Duration
+	for i := 0; i < 2*b.N; i++ {
+		k := i % 2
+		pidfd := -1
+		attr := &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd, Credential: rawCredential()}
+		t0 := time.Now()
+		pid, err := forks[k]("/bin/true", []string{"true"}, nil, "/", []uintptr{null.Fd(), null.Fd(), null.Fd()}, attr)
+		ds[k] = append(ds[k], time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+			b.Fatal(err)
+		}
+		syscall.Close(pidfd)
+	}
+	var p50 [2]float64
+	for k, name := range []string{"suserve", "go"} {
+		d := ds[k]
+		slices.Sort(d)
+		p50[k] = float64(d[len(d)/2].Microseconds())
+		b.ReportMetric(p50[k], name+"-p50-µs")
+		b.ReportMetric(float64(d[len(d)*9/10].Microseconds()), name+"-p90-µs")
+	}
+	b.ReportMetric(p50[0]/p50[1], "suserve/go-p50")
 }
