@@ -3,13 +3,12 @@
 package spawn
 
 import (
+	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -51,12 +50,7 @@ func TestForkExecFallsBackWhereClone3IsRefused(t *testing.T) {
 	errno := os.Getenv(noClone3Env)
 	if errno == "" {
 		for _, e := range []syscall.Errno{syscall.ENOSYS, syscall.EPERM} {
-			cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-			cmd.Env = append(os.Environ(), noClone3Env+"="+strconv.Itoa(int(e)), probeEnv+"="+probePath)
-			out, err := cmd.CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-				t.Errorf("under a filter that answers clone3 with %v: %v\n%s", e, err, out)
-			}
+			testutil.RunCopy(t, fmt.Sprintf("under a filter that answers clone3 with %v", e), nil, noClone3Env+"="+strconv.Itoa(int(e)), probeEnv+"="+probePath)
 		}
 		return
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -33,12 +32,7 @@ func TestForkExecStartsProgramsAsGosForkDoes(t *testing.T) {
 		// Again with a soft open-file limit below the hard one, which Go
 		// raises when it starts: each fork must give the program the
 		// limit the server was started with.
-		cmd := exec.Command("prlimit", "--nofile=512:", os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-		cmd.Env = append(os.Environ(), lowNofileEnv+"=1", probeEnv+"="+probePath)
-		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-			t.Errorf("under a soft open-file limit of 512: %v\n%s", err, out)
-		}
+		testutil.RunCopy(t, "under a soft open-file limit of 512", []string{"prlimit", "--nofile=512:"}, lowNofileEnv+"=1", probeEnv+"="+probePath)
 	}
 	dir := filepath.Join(base, "fork-"+t.Name())
 	if err := os.Mkdir(dir, 0o755); err != nil {

@@ -42,7 +42,7 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 		attr.Pdeathsig = syscall.SIGKILL
 		attr.Credential = c.cred
 		attr.PidFD = &pidfd
-		return forkWith(runtime.GOMAXPROCS(0))(c.argv0, c.args, c.env, c.dir, c.files, attr)
+		return forkWith(runtime.GOMAXPROCS(0), c.argv0, c.args, c.env, c.dir, c.files, attr)
 	}
 	var slot Slot
 	var pid int
@@ -81,7 +81,7 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 	return p, nil
 }
 
-// forkWith is the fork for a process of procs Ps. With one, Go's fork would
+// forkWith forks with the fork for a process of procs Ps. With one, Go's fork would
 // hold the process's only P until each child has exec'd, so forks would
 // take turns and a stalled exec would stop the process: forkExec, which
 // gives the P up. With more, Go's fork leaves the other Ps working, and
@@ -90,11 +90,11 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 // (cgroup v2) and from 0.85 to 0.77 (v1) at 32 connections on 2 CPUs,
 // medians of five bench runs; in the spawner, on one P, the bench found no
 // cost to set against the turns it ends.
-func forkWith(procs int) func(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
+func forkWith(procs int, argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
 	if procs == 1 {
-		return forkExec
+		return forkExec(argv0, argv, env, dir, files, sys)
 	}
-	return forkGo
+	return forkGo(argv0, argv, env, dir, files, sys)
 }
 
 // forkGo is Go's own fork, with forkExec's arguments.
