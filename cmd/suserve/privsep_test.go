@@ -21,7 +21,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -1112,40 +1111,21 @@ func TestAStalledExecHoldsNoOtherSpawn(t *testing.T) {
 			if err := os.Chown(held, testutil.AliceUID, testutil.AliceUID); err != nil {
 				t.Fatal(err)
 			}
-			fan, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC, unix.O_RDONLY|unix.O_CLOEXEC)
-			if err != nil {
-				t.Fatalf("fanotify: %v", err)
-			}
-			defer unix.Close(fan)
-			if err := unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_OPEN_EXEC_PERM, unix.AT_FDCWD, held); err == unix.EINVAL {
-				t.Skip("this kernel has no fanotify permission events for exec (CONFIG_FANOTIFY_ACCESS_PERMISSIONS)")
-			} else if err != nil {
-				t.Fatalf("fanotify mark: %v", err)
-			}
+			hold := testutil.HoldExec(t, held)
 
 			heldDone := make(chan error, 1)
 			go func() {
 				_, err := in.get("/cgi-bin/held", 2*time.Minute)
 				heldDone <- err
 			}()
-			ev := fanotifyEvent(t, fan, time.Minute)
-			release := sync.OnceFunc(func() {
-				resp := unix.FanotifyResponse{Fd: ev.Fd, Response: unix.FAN_ALLOW}
-				if _, err := unix.Write(fan, unsafe.Slice((*byte)(unsafe.Pointer(&resp)), unsafe.Sizeof(resp))); err != nil {
-					t.Errorf("fanotify response: %v", err)
-				}
-				unix.Close(int(ev.Fd))
-			})
-			timer := time.AfterFunc(2*time.Minute, release) // should the test itself hang
-			defer timer.Stop()
-			defer release()
-			if st := status(int(ev.Pid)); st["Uid"] == "" || strings.Fields(st["Uid"])[0] != strconv.Itoa(testutil.AliceUID) {
-				t.Errorf("the exec held is not the program's, as alice: pid %d, %v", ev.Pid, st)
+			pid := hold.Wait(time.Minute)
+			if st := status(pid); st["Uid"] == "" || strings.Fields(st["Uid"])[0] != strconv.Itoa(testutil.AliceUID) {
+				t.Errorf("the exec held is not the program's, as alice: pid %d, %v", pid, st)
 			}
 			// While its exec stalls, the child holds none of the
 			// spawner's descriptors (other requests' pipes among them)
 			// but the program's own: stdin, stdout, stderr, the script.
-			if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", ev.Pid)); err != nil {
+			if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err != nil {
 				t.Error(err)
 			} else {
 				var names []string
@@ -1171,7 +1151,7 @@ func TestAStalledExecHoldsNoOtherSpawn(t *testing.T) {
 				t.Fatalf("the held request was answered before its exec went on: %v", err)
 			default:
 			}
-			release()
+			hold.Release()
 			if err := <-heldDone; err != nil {
 				t.Errorf("the held request, once its exec went on: %v", err)
 			}
@@ -1208,31 +1188,4 @@ run_as = "account"
 account = "bob"
 `, testutil.BobUID, testutil.BobUID, bin)
 	}
-}
-
-// fanotifyEvent waits up to within for one event on fan and returns it.
-func fanotifyEvent(t *testing.T, fan int, within time.Duration) unix.FanotifyEventMetadata {
-	t.Helper()
-	fds := []unix.PollFd{{Fd: int32(fan), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, int(within.Milliseconds()))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || n == 0 {
-			t.Fatalf("no exec of the held program within %v (poll: %v)", within, err)
-		}
-		break
-	}
-	var ev unix.FanotifyEventMetadata
-	buf := make([]byte, 4096)
-	n, err := unix.Read(fan, buf)
-	if err != nil || n < int(unsafe.Sizeof(ev)) {
-		t.Fatalf("fanotify read: %d bytes, %v", n, err)
-	}
-	ev = *(*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[0]))
-	if ev.Vers != unix.FANOTIFY_METADATA_VERSION || ev.Mask&unix.FAN_OPEN_EXEC_PERM == 0 || ev.Fd < 0 {
-		t.Fatalf("fanotify event %+v", ev)
-	}
-	return ev
 }
