@@ -28,6 +28,7 @@ package spawn
 #define SU_CLONE_VM 0x00000100ULL
 #define SU_CLONE_VFORK 0x00004000ULL
 #define SU_CLONE_INTO_CGROUP 0x200000000ULL
+#define SU_CLONE_CLEAR_SIGHAND 0x100000000ULL
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
@@ -60,6 +61,7 @@ struct su_spawn {
 	struct rlimit nofile;
 	int restore_nofile;
 	int keep; // a descriptor at or above nfds that the exec names, or -1
+	int reset_handlers; // the child resets caught signals itself (no CLONE_CLEAR_SIGHAND)
 	volatile long err;
 };
 
@@ -98,8 +100,10 @@ static __attribute__((noreturn, used, noinline, no_instrument_function, no_stack
 		goto fail;
 	// No handler of the server may run in the child, which shares its
 	// memory: every caught signal goes back to its default. Ignored ones
-	// stay ignored, as execve would leave them.
-	for (i = 1; i <= 64; i++) {
+	// stay ignored, as execve would leave them. clone3 does this with
+	// CLONE_CLEAR_SIGHAND; before Linux 5.5 the child reads and resets
+	// each one, some 120 system calls.
+	for (i = 1; s->reset_handlers && i <= 64; i++) {
 		struct su_sigaction old, dfl = {0};
 		if (i == SIGKILL || i == SIGSTOP)
 			continue;
@@ -220,6 +224,15 @@ static pthread_key_t su_stack_key;
 static pthread_once_t su_stack_once = PTHREAD_ONCE_INIT;
 static int su_stack_keyed;
 
+// su_clear_sighand is 1 while clone3 takes CLONE_CLEAR_SIGHAND, and 0
+// once a kernel before 5.5 has refused it (EINVAL) and the retry without it
+// succeeded.
+static int su_clear_sighand = 1;
+
+// su_reset_handlers_in_child makes the child reset its handlers itself, as
+// on a kernel without CLONE_CLEAR_SIGHAND (on), or lets clone3 do it again.
+static void su_reset_handlers_in_child(int on) { __atomic_store_n(&su_clear_sighand, !on, __ATOMIC_RELAXED); }
+
 static void su_stack_free(void *p) { munmap((char *)p - 4096, SU_STACK + 4096); }
 static void su_stack_key_init(void) { su_stack_keyed = pthread_key_create(&su_stack_key, su_stack_free) == 0; }
 
@@ -267,11 +280,22 @@ static long su_spawn(const char *buf, const int *offs, int nargv, int nenv, int 
 		ca.flags |= SU_CLONE_INTO_CGROUP;
 		ca.cgroup = cgroupfd;
 	}
+	if (__atomic_load_n(&su_clear_sighand, __ATOMIC_RELAXED))
+		ca.flags |= SU_CLONE_CLEAR_SIGHAND;
+	else
+		s.reset_handlers = 1;
 	// Every signal blocked on this thread from before the clone until the
-	// child has reset its handlers: none may run in the child.
+	// child's handlers are back to default: none may run in the child.
 	su_sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, (long)&old, 8);
 	s.mask = old;
 	pid = su_clone3(&ca, su_child, &s);
+	if (pid == -22 && (ca.flags & SU_CLONE_CLEAR_SIGHAND)) { // EINVAL
+		ca.flags &= ~SU_CLONE_CLEAR_SIGHAND;
+		s.reset_handlers = 1;
+		pid = su_clone3(&ca, su_child, &s);
+		if (pid >= 0)
+			__atomic_store_n(&su_clear_sighand, 0, __ATOMIC_RELAXED);
+	}
 	su_sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8);
 	*childerr = s.err;
 	return pid;
@@ -325,8 +349,10 @@ var clone3Once = sync.OnceFunc(func() {
 // CLONE_PIDFD and CLONE_INTO_CGROUP), on a stack of its own. It does what
 // Go's forkAndExecInChild1 does for these fields, in Go's order but for
 // one step (every signal stays blocked until just before the exec), and
-// reports a failure before exec as the errno of the step that failed. One
-// thing more: the child closes every descriptor it will not pass on before
+// reports a failure before exec as the errno of the step that failed. Two
+// things differ: the kernel resets the child's signal handlers
+// (CLONE_CLEAR_SIGHAND, where Go's child resets each one with a system
+// call), and the child closes every descriptor it will not pass on before
 // its exec (see su_child), where Go's leaves them to close-on-exec.
 //
 // syscall.ForkLock is not taken. It keeps a fork from catching a
@@ -441,6 +467,17 @@ func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys
 		syscall.Close(int(pidfd))
 	}
 	return int(pid), nil
+}
+
+// resetHandlersInChild makes the child reset its signal handlers itself,
+// as it does where clone3 refuses CLONE_CLEAR_SIGHAND (before Linux 5.5),
+// or lets clone3 reset them again: so that tests can run both.
+func resetHandlersInChild(on bool) {
+	v := C.int(0)
+	if on {
+		v = 1
+	}
+	C.su_reset_handlers_in_child(v)
 }
 
 // execFD is the descriptor an exec of path names (/proc/self/fd/N or

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -159,4 +161,96 @@ func BenchmarkForkUntilExec(b *testing.B) {
 		b.ReportMetric(float64(d[len(d)*9/10].Microseconds()), name+"-p90-µs")
 	}
 	b.ReportMetric(p50[0]/p50[1], "suserve/go-p50")
+}
+
+// TestForkExecChildRunsNoHandlerOfTheServer: from its fork to its exec the
+// child shares the server's memory, so no handler of the server may run in
+// it; its caught signals are back to their defaults before its signal mask
+// opens. The exec is held (fanotify) and the child sent SIGUSR1, which the
+// Go runtime catches and whose default is to terminate. Reset to default
+// it is fatal, and a fatal signal ends the child's wait in its exec. With
+// the server's handler in place the child would go on waiting.
+func TestForkExecChildRunsNoHandlerOfTheServer(t *testing.T) {
+	testutil.RequireRoot(t)
+	if !caught(t, syscall.SIGUSR1) {
+		t.Fatal("the test process does not catch SIGUSR1, so the test would show nothing")
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	for _, tt := range []struct {
+		name    string
+		inChild bool
+	}{
+		{"by clone3", false},
+		{"by the child, where clone3 refuses CLONE_CLEAR_SIGHAND", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resetHandlersInChild(tt.inChild)
+			defer resetHandlersInChild(false)
+			prog := filepath.Join(base, fmt.Sprintf("held-%t", tt.inChild))
+			b, err := os.ReadFile("/bin/true")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(prog, b, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			defer os.Remove(prog)
+			hold := testutil.HoldExec(t, prog)
+			type forked struct {
+				pid int
+				err error
+			}
+			done := make(chan forked, 1)
+			go func() {
+				pid, err := forkExec(prog, []string{prog}, nil, "", []uintptr{null.Fd(), null.Fd(), null.Fd()},
+					&syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL})
+				done <- forked{pid, err}
+			}()
+			pid := hold.Wait(time.Minute)
+			if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+				t.Fatal(err)
+			}
+			var f forked
+			select {
+			case f = <-done:
+			case <-time.After(20 * time.Second):
+				hold.Release()
+				f = <-done
+				t.Errorf("SIGUSR1 did not end the child while its exec was held: a handler of the server was still in place")
+			}
+			if f.err != nil {
+				t.Fatalf("fork: %v", f.err)
+			}
+			var ws syscall.WaitStatus
+			if _, err := syscall.Wait4(f.pid, &ws, 0, nil); err != nil {
+				t.Fatal(err)
+			}
+			if !ws.Signaled() || ws.Signal() != syscall.SIGUSR1 {
+				t.Errorf("the child ended with status %v, want killed by SIGUSR1", ws)
+			}
+		})
+	}
+}
+
+// caught reports whether this process has a handler for sig (SigCgt).
+func caught(t *testing.T, sig syscall.Signal) bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return mask&(1<<(sig-1)) != 0
+		}
+	}
+	t.Fatal("no SigCgt in /proc/self/status")
+	return false
 }
