@@ -314,6 +314,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// selfPid is this process's pid, which the child compares with its parent's
+// after setting its parent-death signal.
+var selfPid = syscall.Getpid()
+
 // noClone3 is set once clone3 has been found refused (clone3Once, or an
 // ENOSYS from a fork); forkExec is then Go's fork, which uses clone.
 var noClone3 atomic.Bool
@@ -437,7 +441,7 @@ func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys
 	var childErr C.long
 	pid := C.su_spawn((*C.char)(unsafe.Pointer(&buf[0])), &offs[0], C.int(len(argv)), C.int(len(env)), pathOff, dirOff,
 		&fds[0], C.int(len(files)), cred, uid, gid, &groups[0], C.int(ngroups),
-		C.int(sys.Pdeathsig), C.int(syscall.Getpid()), cgroup, C.int(execFD(argv0)), &pidfd, &childErr)
+		C.int(sys.Pdeathsig), C.int(selfPid), cgroup, C.int(execFD(argv0)), &pidfd, &childErr)
 	if pid == -C.long(syscall.ENOSYS) {
 		// A kernel before 5.3, or a seccomp profile that refuses clone3
 		// (container runtimes' defaults did, so that libc fell back to

@@ -52,8 +52,8 @@ type procState struct {
 func newProcess(pid, pidfd int, path string, slot Slot) *Process {
 	// A non-blocking pidfd is registered with the poller, so that Wait
 	// waits for readability (the process exited) without a blocked thread
-	// per program.
-	_ = unix.SetNonblock(pidfd, true)
+	// per program. A pidfd has no other status flag to keep.
+	_, _ = unix.FcntlInt(uintptr(pidfd), unix.F_SETFL, unix.O_NONBLOCK)
 	st := &procState{pid: pid, pidfd: os.NewFile(uintptr(pidfd), "pidfd"), slot: slot}
 	p := &Process{pid: pid, path: path, st: st}
 	runtime.AddCleanup(p, func(st *procState) { go st.abandon() }, st)
@@ -76,9 +76,11 @@ func (st *procState) kill() {
 	}
 	st.killed = true
 	// The leader is alive or a zombie: its pid, and so its group id, is
-	// still ours.
+	// still ours. A zombie leader has nothing left to signal.
 	_ = unix.Kill(-st.pid, unix.SIGKILL)
-	st.signalLeader(unix.SIGKILL)
+	if !st.exited {
+		st.signalLeader(unix.SIGKILL)
+	}
 	slot := st.slot
 	release := st.exited && st.reapLocked()
 	st.mu.Unlock()
