@@ -88,8 +88,12 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 // costs less: forkExec's handing of its P to another thread and back took
 // the in-process server with cells from 0.93 to 0.84 of the setuid limit
 // (cgroup v2) and from 0.85 to 0.77 (v1) at 32 connections on 2 CPUs,
-// medians of five bench runs; in the spawner, on one P, the bench found no
-// cost to set against the turns it ends.
+// medians of five bench runs. That held once the child's signal handlers
+// were reset by clone3, which made forkExec's own fork 0.31 of Go's
+// (BenchmarkForkUntilExec): v1 cells read 0.71 of the limit against 0.87
+// with Go's fork, three runs each (v2 0.88 against 0.84, within the spread).
+// In the spawner, on one P, the bench found no cost to set against the
+// turns it ends.
 func forkWith(procs int, argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
 	if procs == 1 {
 		return forkExec(argv0, argv, env, dir, files, sys)
