@@ -341,6 +341,50 @@ func TestSpawnerRefusesMalformedMessagesAndClosesTheirDescriptors(t *testing.T) 
 	}
 }
 
+// TestReadMessageRefusesControlMessagesOtherThanRights: control data that
+// holds anything but SCM_RIGHTS (here SCM_CREDENTIALS, which a socket with
+// SO_PASSCRED receives) makes the message a refusal that names its request,
+// and the descriptors that came with it are closed.
+func TestReadMessageRefusesControlMessagesOtherThanRights(t *testing.T) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetsockoptInt(pair[1], unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		t.Fatal(err)
+	}
+	var conns [2]*net.UnixConn
+	for i, fd := range pair {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c.(*net.UnixConn)
+	}
+	r, w := pipe(t)
+	cred := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())})
+	if _, _, err := conns[0].WriteMsgUnix(spawnBytes(t, 7, "/bin/true"), append(unix.UnixRights(int(w.Fd())), cred...), nil); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	// Room for the credentials besides the descriptor, so that the
+	// descriptor arrives (a control buffer too small for both would have
+	// the kernel close it).
+	buf, _ := newBuffers()
+	m, err := readMessage(conns[1], buf, make([]byte, 256))
+	var me *MessageError
+	if !errors.As(err, &me) || !errors.Is(err, ErrField) || me.ID != 7 || me.Kind != KindSpawn {
+		t.Fatalf("readMessage: %v, %v; want a refusal of spawn request 7 (%v)", m, err, ErrField)
+	}
+	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := r.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("the descriptor sent with the message is still open (%d, %v)", n, err)
+	}
+}
+
 func TestSpawnerRefusesAPeerWithTheWrongUID(t *testing.T) {
 	testutil.RequireRoot(t)
 	f := newFixture(t)
