@@ -16,13 +16,12 @@ import (
 type ExecHold struct {
 	t       testing.TB
 	fan     int
-	ev      unix.FanotifyEventMetadata
 	release func()
 }
 
-// HoldExec holds the first exec of path from now on; t's cleanup releases
-// it. It skips t on a kernel without exec permission events
-// (CONFIG_FANOTIFY_ACCESS_PERMISSIONS).
+// HoldExec holds every exec of path from now on until t's cleanup, which
+// lets them all go on; Wait takes one of them. It skips t on a kernel
+// without exec permission events (CONFIG_FANOTIFY_ACCESS_PERMISSIONS).
 func HoldExec(t testing.TB, path string) *ExecHold {
 	t.Helper()
 	RequireRoot(t)
@@ -63,14 +62,14 @@ func (h *ExecHold) Wait(within time.Duration) int {
 	}
 	buf := make([]byte, 4096)
 	n, err := unix.Read(h.fan, buf)
-	if err != nil || n < int(unsafe.Sizeof(h.ev)) {
+	var ev unix.FanotifyEventMetadata
+	if err != nil || n < int(unsafe.Sizeof(ev)) {
 		h.t.Fatalf("fanotify read: %d bytes, %v", n, err)
 	}
-	ev := *(*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[0]))
+	ev = *(*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[0]))
 	if ev.Vers != unix.FANOTIFY_METADATA_VERSION || ev.Mask&unix.FAN_OPEN_EXEC_PERM == 0 || ev.Fd < 0 {
 		h.t.Fatalf("fanotify event %+v", ev)
 	}
-	h.ev = ev
 	h.release = sync.OnceFunc(func() {
 		resp := unix.FanotifyResponse{Fd: ev.Fd, Response: unix.FAN_ALLOW}
 		if _, err := unix.Write(h.fan, unsafe.Slice((*byte)(unsafe.Pointer(&resp)), unsafe.Sizeof(resp))); err != nil {
@@ -83,5 +82,5 @@ func (h *ExecHold) Wait(within time.Duration) int {
 	return int(ev.Pid)
 }
 
-// Release lets the exec held go on. It may be called more than once.
+// Release lets the exec Wait took go on. It may be called more than once.
 func (h *ExecHold) Release() { h.release() }
