@@ -362,8 +362,8 @@ var clone3Once = sync.OnceFunc(func() {
 // syscall.ForkLock is not taken. It keeps a fork from catching a
 // descriptor that another goroutine has created but not yet marked
 // close-on-exec; suserve creates none that way (its descriptors are
-// made close-on-exec atomically), and fork marks every inherited one
-// close-on-exec before each spawn.
+// made close-on-exec atomically), and the child closes every descriptor
+// it does not pass on, close-on-exec or not (from Linux 5.9).
 func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
 	if sys.Chroot != "" || sys.Setpgid || sys.Setctty || sys.Noctty || sys.Foreground || sys.Ptrace ||
 		sys.Cloneflags != 0 || sys.Unshareflags != 0 || sys.UidMappings != nil || sys.GidMappings != nil ||

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/suserve/suserve/internal/testutil"
 )
 
@@ -67,9 +65,6 @@ func TestForkExecStartsProgramsAsGosForkDoes(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer r.Close()
-		// As Local.fork does: a descriptor this process inherited
-		// without close-on-exec would reach the program of Go's fork.
-		_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 		pidfd := -1
 		// 0 and 2 go to slots above their own numbers: the child must
 		// move them out of the way before the slots below are filled.

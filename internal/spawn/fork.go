@@ -29,12 +29,6 @@ type checked struct {
 // are off) and returns it, or the diagnosis of why the exec failed.
 func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 	umaskOnce.Do(func() { syscall.Umask(0o022) })
-	// Descriptors the server inherited or that code outside Go's os and
-	// net packages opened without O_CLOEXEC (systemd's LISTEN_FDS, cgo
-	// libraries) would reach every program: mark them all close-on-exec.
-	// Go's own descriptors are close-on-exec already; the child's own are
-	// set up by forkExec from files.
-	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 
 	pidfd := -1
 	fork := func(attr *syscall.SysProcAttr) (int, error) {
@@ -101,7 +95,14 @@ func forkWith(procs int, argv0 string, argv, env []string, dir string, files []u
 	return forkGo(argv0, argv, env, dir, files, sys)
 }
 
-// forkGo is Go's own fork, with forkExec's arguments.
+// forkGo is Go's own fork, with forkExec's arguments. Its child closes
+// only what is close-on-exec, and descriptors the server inherited or that
+// code outside Go's os and net packages opened without O_CLOEXEC
+// (systemd's LISTEN_FDS, cgo libraries) would reach every program: they
+// are all marked close-on-exec first. Go's own descriptors are
+// close-on-exec already; the child's own are set up from files.
+// (forkExec's child closes everything it does not pass on itself.)
 func forkGo(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
+	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	return syscall.ForkExec(argv0, argv, &syscall.ProcAttr{Dir: dir, Env: env, Files: files, Sys: sys})
 }

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,20 +20,28 @@ import (
 	"github.com/suserve/suserve/internal/testutil"
 )
 
+// TestOnlyStandardDescriptorsReachTheProgram, with each fork: suserve's on
+// one P, Go's on more (forkWith).
 func TestOnlyStandardDescriptorsReachTheProgram(t *testing.T) {
-	f := newFixture(t)
-	// An inheritable descriptor in the server, as systemd's LISTEN_FDS are.
-	fd, err := unix.Open(os.DevNull, unix.O_RDONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	out, err := f.run(f.spec(f.probe("p"), "fds"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.TrimSpace(out) != "[0 1 2]" {
-		t.Fatalf("the program has descriptors %s, want [0 1 2]", out)
+	for _, procs := range []int{1, runtime.GOMAXPROCS(0)} {
+		t.Run(fmt.Sprintf("GOMAXPROCS=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			f := newFixture(t)
+			// An inheritable descriptor in the server, as systemd's
+			// LISTEN_FDS are.
+			fd, err := unix.Open(os.DevNull, unix.O_RDONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			out, err := f.run(f.spec(f.probe("p"), "fds"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.TrimSpace(out) != "[0 1 2]" {
+				t.Fatalf("the program has descriptors %s, want [0 1 2]", out)
+			}
+		})
 	}
 }
 
