@@ -74,11 +74,7 @@ func rawCredential() *syscall.Credential {
 }
 
 func spawnRaw(b *testing.B, path string, n int) time.Duration {
-	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer null.Close()
+	null := devNull(b)
 	attr := &syscall.ProcAttr{Files: []uintptr{null.Fd(), null.Fd(), null.Fd()}, Sys: &syscall.SysProcAttr{Credential: rawCredential()}}
 	start := time.Now()
 	for range n {

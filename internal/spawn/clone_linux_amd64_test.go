@@ -129,11 +129,7 @@ func refuseClone3(t *testing.T, errno syscall.Errno) {
 // Reported: each fork's p50 and p90, and the ratio of the p50s.
 func BenchmarkForkUntilExec(b *testing.B) {
 	testutil.RequireRoot(b)
-	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer null.Close()
+	null := devNull(b)
 	forks := []func(string, []string, []string, string, []uintptr, *syscall.SysProcAttr) (int, error){forkExec, forkGo}
 	var ds [2][]time.Duration
 	for i := 0; i < 2*b.N; i++ {
@@ -212,11 +208,7 @@ func endsHeldExec(t *testing.T, name string, sig syscall.Signal) bool {
 		t.Fatal(err)
 	}
 	defer os.Remove(prog)
-	null, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer null.Close()
+	null := devNull(t)
 	hold := testutil.HoldExec(t, prog)
 	type forked struct {
 		pid int
@@ -255,6 +247,7 @@ func endsHeldExec(t *testing.T, name string, sig syscall.Signal) bool {
 
 // caught reports whether this process has a handler for sig (SigCgt).
 func caught(t *testing.T, sig syscall.Signal) bool {
+	t.Helper()
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		t.Fatal(err)

@@ -48,11 +48,7 @@ func TestForkExecStartsProgramsAsGosForkDoes(t *testing.T) {
 	cred := func() *syscall.Credential {
 		return &syscall.Credential{Uid: testutil.AliceUID, Gid: testutil.AliceUID, Groups: []uint32{testutil.AliceUID, groupUID}}
 	}
-	null, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer null.Close()
+	null := devNull(t)
 
 	type result struct {
 		out string

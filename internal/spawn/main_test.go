@@ -205,3 +205,15 @@ func procStat(pid int) string {
 }
 
 func asFailure(err error, f **Failure) bool { return errors.As(err, f) }
+
+// devNull is /dev/null, open for reading and writing until tb ends: the
+// descriptors of programs whose input and output do not matter.
+func devNull(tb testing.TB) *os.File {
+	tb.Helper()
+	f, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { f.Close() })
+	return f
+}

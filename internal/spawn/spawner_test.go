@@ -319,11 +319,7 @@ func TestSpawnerRefusesMalformedMessagesAndClosesTheirDescriptors(t *testing.T) 
 				}
 			}
 			// The spawner still serves.
-			nul, err := os.Open(os.DevNull)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nul.Close()
+			nul := devNull(t)
 			m = b.raw(t, spawnBytes(t, 8, probe), nul, nul, nul)
 			if m.Kind != KindStarted || m.Started.ID != 8 {
 				t.Fatalf("after the bad message a good one got %v %+v", m.Kind, m.Refused)
@@ -629,11 +625,7 @@ func TestSpawnerBoundsTheRequestsItHolds(t *testing.T) {
 func TestSpawnerAtItsOpenFileLimitAnswers503(t *testing.T) {
 	b := newBoundary(t, 0)
 	probe := b.f.probe("probe")
-	nul, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nul.Close()
+	nul := devNull(t)
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
@@ -684,11 +676,7 @@ func fdOpen(n int) bool {
 // request it got through is answered, once.
 func TestSpawnerStopsReadingAFrontThatReadsNoAnswers(t *testing.T) {
 	b := newBoundaryWith(t, 0, func(b *boundary) { b.s.MaxWaiting = 2 })
-	nul, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nul.Close()
+	nul := devNull(t)
 	oob := unix.UnixRights(int(nul.Fd()), int(nul.Fd()), int(nul.Fd()))
 	probe := b.f.probe("probe")
 	before := runtime.NumGoroutine()
