@@ -123,13 +123,7 @@ func startSuserveCmd(t *testing.T, cells string, extra func(dir string) string, 
 		// The header block, then its pid in the body, then it waits.
 		"slow": "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' $$\nexec sleep 300\n",
 	} {
-		p := filepath.Join(cgi, name)
-		if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(p, testutil.AliceUID, testutil.AliceUID); err != nil {
-			t.Fatal(err)
-		}
+		writeProgram(t, filepath.Join(cgi, name), body, testutil.AliceUID)
 	}
 	addr := freeAddr(t)
 	conf := fmt.Sprintf(`[server]
@@ -975,16 +969,10 @@ func TestSIGHUPReloadsAnUnprivilegedServer(t *testing.T) {
 	if err := os.Mkdir(cgi, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(hello, []byte(helloProgram), 0o755); err != nil {
+	writeProgram(t, hello, helloProgram, uid)
+	writeProgram(t, motd, motdProgram, uid)
+	if err := os.Chown(cgi, uid, uid); err != nil {
 		t.Fatal(err)
-	}
-	if err := os.WriteFile(motd, []byte(motdProgram), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{cgi, hello, motd} {
-		if err := os.Chown(p, uid, uid); err != nil {
-			t.Fatal(err)
-		}
 	}
 	addr := freeAddr(t)
 	route := func(path string) string {
@@ -1105,12 +1093,7 @@ func TestAStalledExecHoldsNoOtherSpawn(t *testing.T) {
 				cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 			})
 			held := filepath.Join(in.dir, "cgi", "held")
-			if err := os.WriteFile(held, []byte(helloProgram), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chown(held, testutil.AliceUID, testutil.AliceUID); err != nil {
-				t.Fatal(err)
-			}
+			writeProgram(t, held, helloProgram, testutil.AliceUID)
 			hold := testutil.HoldExec(t, held)
 
 			heldDone := make(chan error, 1)
@@ -1159,6 +1142,18 @@ func TestAStalledExecHoldsNoOtherSpawn(t *testing.T) {
 	}
 }
 
+// writeProgram writes a program of body at path, owned by uid (its
+// identity, as the routes' checks require).
+func writeProgram(t *testing.T, path, body string, uid int) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // bobsRoute is configuration for startSuserveWith: identity bob and a
 // route /bob-bin/ of one program, hello, run as bob.
 func bobsRoute(t *testing.T) func(dir string) string {
@@ -1167,13 +1162,7 @@ func bobsRoute(t *testing.T) func(dir string) string {
 		if err := os.Mkdir(bin, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		p := filepath.Join(bin, "hello")
-		if err := os.WriteFile(p, []byte(helloProgram), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(p, testutil.BobUID, testutil.BobUID); err != nil {
-			t.Fatal(err)
-		}
+		writeProgram(t, filepath.Join(bin, "hello"), helloProgram, testutil.BobUID)
 		return fmt.Sprintf(`
 [[identities.static]]
 name = "bob"
