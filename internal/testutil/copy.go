@@ -14,11 +14,17 @@ import (
 // fails, naming what, unless the copy ran t and t passed there.
 func RunCopy(t *testing.T, what string, wrap []string, env ...string) {
 	t.Helper()
-	args := append(append([]string{}, wrap...), os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd := rerun(t, os.Args[0], wrap...)
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
 		t.Errorf("%s: %v\n%s", what, err, out)
 	}
+}
+
+// rerun is the command that runs t alone, verbosely, in bin (this test
+// binary or a copy of it), under wrap when given.
+func rerun(t *testing.T, bin string, wrap ...string) *exec.Cmd {
+	args := append(append([]string{}, wrap...), bin, "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	return exec.Command(args[0], args[1:]...)
 }
