@@ -14,9 +14,11 @@ import (
 // Release, as an exec of a program on a network filesystem that has stopped
 // answering waits. The process that execs waits in the kernel, killably.
 type ExecHold struct {
-	t       testing.TB
-	fan     int
-	release func()
+	t   testing.TB
+	fan int
+
+	mu   sync.Mutex
+	held []func() // one per exec Wait took
 }
 
 // HoldExec holds every exec of path from now on until t's cleanup, which
@@ -36,7 +38,7 @@ func HoldExec(t testing.TB, path string) *ExecHold {
 		unix.Close(fan)
 		t.Fatalf("fanotify mark: %v", err)
 	}
-	h := &ExecHold{t: t, fan: fan, release: func() {}}
+	h := &ExecHold{t: t, fan: fan}
 	t.Cleanup(func() {
 		h.Release()
 		unix.Close(fan)
@@ -60,9 +62,12 @@ func (h *ExecHold) Wait(within time.Duration) int {
 		}
 		break
 	}
-	buf := make([]byte, 4096)
-	n, err := unix.Read(h.fan, buf)
+	// Room for one event (they carry no extra records here): a larger
+	// read would take every queued event, and those past the first would
+	// be lost, their execs held until the end of the test.
 	var ev unix.FanotifyEventMetadata
+	buf := make([]byte, unsafe.Sizeof(ev))
+	n, err := unix.Read(h.fan, buf)
 	if err != nil || n < int(unsafe.Sizeof(ev)) {
 		h.t.Fatalf("fanotify read: %d bytes, %v", n, err)
 	}
@@ -70,17 +75,28 @@ func (h *ExecHold) Wait(within time.Duration) int {
 	if ev.Vers != unix.FANOTIFY_METADATA_VERSION || ev.Mask&unix.FAN_OPEN_EXEC_PERM == 0 || ev.Fd < 0 {
 		h.t.Fatalf("fanotify event %+v", ev)
 	}
-	h.release = sync.OnceFunc(func() {
+	release := sync.OnceFunc(func() {
 		resp := unix.FanotifyResponse{Fd: ev.Fd, Response: unix.FAN_ALLOW}
 		if _, err := unix.Write(h.fan, unsafe.Slice((*byte)(unsafe.Pointer(&resp)), unsafe.Sizeof(resp))); err != nil {
 			h.t.Errorf("fanotify response: %v", err)
 		}
 		unix.Close(int(ev.Fd))
 	})
-	timer := time.AfterFunc(2*time.Minute, h.release)
+	h.mu.Lock()
+	h.held = append(h.held, release)
+	h.mu.Unlock()
+	timer := time.AfterFunc(2*time.Minute, release)
 	h.t.Cleanup(func() { timer.Stop() })
 	return int(ev.Pid)
 }
 
-// Release lets the exec Wait took go on. It may be called more than once.
-func (h *ExecHold) Release() { h.release() }
+// Release lets every exec that Wait took go on. It may be called more than
+// once.
+func (h *ExecHold) Release() {
+	h.mu.Lock()
+	held := h.held
+	h.mu.Unlock()
+	for _, release := range held {
+		release()
+	}
+}
