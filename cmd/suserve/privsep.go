@@ -151,7 +151,7 @@ func runSpawner(ctx context.Context, cfg *config.Config, listenKey string, log *
 // waits, for a cell, for a program's exit, for the front, are pidfd and
 // socket events or blocking system calls, which give up the P, so programs
 // queue, run and end concurrently. So does a fork: on one P, spawn's own
-// (forkWith). Go's fork (on more Ps, in builds without cgo, and where
+// (startWith). Go's fork (on more Ps, in builds without cgo, and where
 // clone3 is refused) keeps its P until the child has exec'd (a vfork): on
 // one P its forks follow one another, and the spawner's other work waits
 // while one is under way. That

@@ -1107,17 +1107,16 @@ func TestAStalledExecHoldsNoOtherSpawn(t *testing.T) {
 			}
 			// While its exec stalls, the child holds none of the
 			// spawner's descriptors (other requests' pipes among them)
-			// but the program's own: stdin, stdout, stderr, the script.
-			if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err != nil {
-				t.Error(err)
-			} else {
-				var names []string
-				for _, fd := range fds {
-					names = append(names, fd.Name())
-				}
-				if strings.Join(names, " ") != "0 1 2 3" {
-					t.Errorf("the stalled child holds descriptors %v, want 0 1 2 3", names)
-				}
+			// but the program's own: stdin, stdout, stderr, the script;
+			// and the write end of its status pipe, which the exec
+			// closes.
+			if names, status := childDescriptors(t, pid); strings.Join(names, " ") != "0 1 2 3" || status != 1 {
+				t.Errorf("the stalled child holds descriptors %v and %d status pipe(s), want 0 1 2 3 and one", names, status)
+			}
+			// The spawner waits for the exec without a thread stopped in
+			// the fork (a vfork's clone3 returns only after the exec).
+			if tids := inSyscall(t, in.cmd.Process.Pid, unix.SYS_CLONE3); len(tids) > 0 {
+				t.Errorf("threads %v of the spawner are in clone3 while a child's exec is held", tids)
 			}
 
 			// Held: other requests run their programs, in the same cell
@@ -1140,6 +1139,55 @@ func TestAStalledExecHoldsNoOtherSpawn(t *testing.T) {
 			}
 		})
 	}
+}
+
+// childDescriptors lists the descriptors process pid has open, but for
+// write ends of pipes that are close-on-exec, which it counts.
+func childDescriptors(t *testing.T, pid int) (names []string, statusPipes int) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, _ := os.Readlink(filepath.Join(dir, fd.Name())); strings.HasPrefix(target, "pipe:") {
+			info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pos, flags uint64
+			if _, err := fmt.Sscanf(string(info), "pos:\t%d\nflags:\t%o", &pos, &flags); err != nil {
+				t.Fatalf("fdinfo of %s/%s: %v", dir, fd.Name(), err)
+			}
+			if flags&unix.O_ACCMODE == unix.O_WRONLY && flags&unix.O_CLOEXEC != 0 {
+				statusPipes++
+				continue
+			}
+		}
+		names = append(names, fd.Name())
+	}
+	return names, statusPipes
+}
+
+// inSyscall lists the threads of process pid that are in system call nr.
+func inSyscall(t *testing.T, pid int, nr int) []string {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []string
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", pid, task.Name()))
+		if err != nil {
+			continue // gone
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 && f[0] == strconv.Itoa(nr) {
+			in = append(in, task.Name())
+		}
+	}
+	return in
 }
 
 // writeProgram writes a program of body at path, owned by uid (its

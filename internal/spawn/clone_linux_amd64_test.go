@@ -264,3 +264,123 @@ func caught(t *testing.T, sig syscall.Signal) bool {
 	t.Fatal("no SigCgt in /proc/self/status")
 	return false
 }
+
+// TestStartExecReturnsBeforeTheExec: suserve's fork returns once its child
+// exists, and what is left, the wait for the exec, holds no thread. Forty
+// children whose execs are held at once (more than the pool keeps stacks
+// for) are all started, and the process has about the threads it had;
+// each child holds its status pipe's write end in its exec. Once the execs
+// go on, each wait reports the exec done and each program exits 0.
+func TestStartExecReturnsBeforeTheExec(t *testing.T) {
+	testutil.RequireRoot(t)
+	prog := filepath.Join(base, "held-start")
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(prog, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(prog)
+	null := devNull(t)
+	hold := testutil.HoldExec(t, prog)
+	threads := func() int {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(tasks)
+	}
+	before := threads()
+
+	const n = 40
+	type child struct {
+		s     started
+		pidfd int
+	}
+	done := make(chan []child, 1)
+	go func() {
+		var cs []child
+		for range n {
+			c := child{pidfd: -1}
+			var err error
+			c.s, err = startExec(prog, []string{prog}, nil, "", []uintptr{null.Fd(), null.Fd(), null.Fd()},
+				&syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, PidFD: &c.pidfd})
+			if err != nil {
+				t.Errorf("start %d: %v", len(cs), err)
+				break
+			}
+			cs = append(cs, c)
+		}
+		done <- cs
+	}()
+	held := map[int]bool{}
+	for range n {
+		held[hold.Wait(20*time.Second)] = true
+	}
+	var cs []child
+	select {
+	case cs = <-done:
+	case <-time.After(20 * time.Second):
+		hold.Release()
+		t.Fatal("the starts had not returned while their children's execs were held")
+	}
+	defer hold.Release()
+	if len(cs) != n {
+		t.FailNow()
+	}
+	if grew := threads() - before; grew > n/4 {
+		t.Errorf("%d execs held, and the process has %d threads more: the waits hold threads", n, grew)
+	}
+	for _, c := range cs {
+		if !held[c.s.pid] {
+			t.Errorf("pid %d was started but its exec is not one held", c.s.pid)
+		}
+		if !holdsStatusPipe(t, c.s.pid) {
+			t.Errorf("pid %d, held in its exec, has no write end of a pipe open: the status pipe closed before the exec", c.s.pid)
+		}
+	}
+
+	hold.Release()
+	for _, c := range cs {
+		if err := c.s.wait(); err != nil {
+			t.Errorf("pid %d: wait: %v", c.s.pid, err)
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(c.s.pid, &ws, 0, nil); err != nil {
+			t.Errorf("pid %d: %v", c.s.pid, err)
+		} else if !ws.Exited() || ws.ExitStatus() != 0 {
+			t.Errorf("pid %d ended with %v, want exit status 0", c.s.pid, ws)
+		}
+		syscall.Close(c.pidfd)
+	}
+}
+
+// holdsStatusPipe reports whether process pid has the write end of a pipe
+// open, close-on-exec.
+func holdsStatusPipe(t *testing.T, pid int) bool {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join(dir, fd.Name())); err != nil || !strings.HasPrefix(target, "pipe:") {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(l, "flags:"); ok {
+				flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+				if err == nil && flags&unix.O_ACCMODE == unix.O_WRONLY && flags&unix.O_CLOEXEC != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

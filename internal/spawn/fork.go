@@ -31,12 +31,15 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 	umaskOnce.Do(func() { syscall.Umask(0o022) })
 
 	pidfd := -1
+	var child started
 	fork := func(attr *syscall.SysProcAttr) (int, error) {
 		attr.Setsid = true // its own session and process group, for Kill
 		attr.Pdeathsig = syscall.SIGKILL
 		attr.Credential = c.cred
 		attr.PidFD = &pidfd
-		return forkWith(runtime.GOMAXPROCS(0), c.argv0, c.args, c.env, c.dir, c.files, attr)
+		var err error
+		child, err = startWith(runtime.GOMAXPROCS(0), c.argv0, c.args, c.env, c.dir, c.files, attr)
+		return child.pid, err
 	}
 	var slot Slot
 	var pid int
@@ -49,6 +52,11 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 		pid, err = slot.Spawn(fork)
 	} else {
 		pid, err = fork(&syscall.SysProcAttr{})
+	}
+	if err == nil {
+		// The exec's outcome is awaited once the fork is placed: on cgroup
+		// v1 the forking thread is out of the cell again by now.
+		err = child.wait()
 	}
 	if err != nil {
 		if slot != nil {
@@ -75,33 +83,65 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 	return p, nil
 }
 
-// forkWith forks with the fork for a process of procs Ps. With one, Go's fork would
-// hold the process's only P until each child has exec'd, so forks would
-// take turns and a stalled exec would stop the process: forkExec, which
-// gives the P up. With more, Go's fork leaves the other Ps working, and
-// costs less: forkExec's handing of its P to another thread and back took
-// the in-process server with cells from 0.93 to 0.84 of the setuid limit
-// (cgroup v2) and from 0.85 to 0.77 (v1) at 32 connections on 2 CPUs,
-// medians of five bench runs. That held once the child's signal handlers
-// were reset by clone3, which made forkExec's own fork 0.31 of Go's
-// (BenchmarkForkUntilExec): v1 cells read 0.71 of the limit against 0.87
-// with Go's fork, three runs each (v2 0.88 against 0.84, within the spread).
-// In the spawner, on one P, the bench found no cost to set against the
-// turns it ends.
-func forkWith(procs int, argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
-	if procs == 1 {
-		return forkExec(argv0, argv, env, dir, files, sys)
-	}
-	return forkGo(argv0, argv, env, dir, files, sys)
+// started is a forked child and what is left to learn of its exec.
+type started struct {
+	pid  int
+	exec func() error // waits for the exec; nil when its outcome is known
 }
 
-// forkGo is Go's own fork, with forkExec's arguments. Its child closes
+// wait waits until the child has exec'd, or returns why it could not: the
+// errno of the step that failed, the child reaped and its pidfd closed.
+func (s started) wait() error {
+	if s.exec == nil {
+		return nil
+	}
+	return s.exec()
+}
+
+// forkExec is startExec that waits for the exec.
+func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
+	s, err := startExec(argv0, argv, env, dir, files, sys)
+	if err == nil {
+		err = s.wait()
+	}
+	if err != nil {
+		return 0, err
+	}
+	return s.pid, nil
+}
+
+// startWith forks with the fork for a process of procs Ps. With one, Go's
+// fork would hold the process's only P until each child has exec'd, so
+// forks would take turns and a stalled exec would stop the process:
+// startExec, which returns once the child exists. With more, Go's fork
+// leaves the other Ps working. It was measured there against startExec's
+// earlier form, a vfork in a C call that returned after the exec, whose
+// handing of its P to another thread and back took the in-process server
+// with cells from 0.93 to 0.84 of the setuid limit (cgroup v2) and from
+// 0.85 to 0.77 (v1) at 32 connections on 2 CPUs, medians of five bench
+// runs; with the child's handlers reset by clone3, v1 still read 0.71
+// against 0.87 (v2 0.88 against 0.84, within the spread). The present
+// startExec has not been measured on more Ps.
+func startWith(procs int, argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (started, error) {
+	if procs == 1 {
+		return startExec(argv0, argv, env, dir, files, sys)
+	}
+	return startGo(argv0, argv, env, dir, files, sys)
+}
+
+// startGo is forkGo as a started child: Go's fork returns after the exec.
+func startGo(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (started, error) {
+	pid, err := forkGo(argv0, argv, env, dir, files, sys)
+	return started{pid: pid}, err
+}
+
+// forkGo is Go's own fork, with startExec's arguments. Its child closes
 // only what is close-on-exec, and descriptors the server inherited or that
 // code outside Go's os and net packages opened without O_CLOEXEC
 // (systemd's LISTEN_FDS, cgo libraries) would reach every program: they
 // are all marked close-on-exec first. Go's own descriptors are
 // close-on-exec already; the child's own are set up from files.
-// (forkExec's child closes everything it does not pass on itself.)
+// (startExec's child closes everything it does not pass on itself.)
 func forkGo(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
 	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	return syscall.ForkExec(argv0, argv, &syscall.ProcAttr{Dir: dir, Env: env, Files: files, Sys: sys})

@@ -21,7 +21,7 @@ import (
 )
 
 // TestOnlyStandardDescriptorsReachTheProgram, with each fork: suserve's on
-// one P, Go's on more (forkWith).
+// one P, Go's on more (startWith).
 func TestOnlyStandardDescriptorsReachTheProgram(t *testing.T) {
 	for _, procs := range []int{1, runtime.GOMAXPROCS(0)} {
 		t.Run(fmt.Sprintf("GOMAXPROCS=%d", procs), func(t *testing.T) {

@@ -48,9 +48,9 @@ func (p *program) close() {
 	}
 }
 
-// execFloor is the lowest descriptor number that the child of forkExec
+// execFloor is the lowest descriptor number that the child of startExec
 // leaves alone before its execve, given the descriptors files. Both
-// children forkExec may be (su_child in clone_linux_amd64.go, and
+// children startExec may be (su_child in clone_linux_amd64.go, and
 // forkAndExecInChild1 in Go's syscall/exec_linux.go) set nextfd to one
 // above the highest of len(files) and every number in files; Go's moves
 // its status pipe there when the pipe's number is lower (suserve's has no

@@ -191,7 +191,7 @@ func (fc *frontConn) read() error {
 				continue
 			}
 			// One goroutine per request: a request that waits for a cell,
-			// or (on one P, see forkWith) for its child's exec, holds up
+			// or (on one P, see startWith) for its child's exec, holds up
 			// no other.
 			fc.wg.Add(1)
 			go func() {
