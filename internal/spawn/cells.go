@@ -27,8 +27,9 @@ type Slot interface {
 	// attr.UseCgroupFD and attr.CgroupFD (clone3 with CLONE_INTO_CGROUP)
 	// before calling fork; on v1 it calls fork from a locked OS thread that
 	// it has moved into the cell's groups. fork fills in the rest of attr
-	// (credential, session, parent-death signal, pidfd) and forks and
-	// execs on the calling goroutine.
+	// (credential, session, parent-death signal, pidfd) and forks on the
+	// calling goroutine; the child may still be on its way to its exec
+	// when fork returns.
 	Spawn(fork func(attr *syscall.SysProcAttr) (pid int, err error)) (int, error)
 	// Kill kills every process in the slot, however it detached itself
 	// (cgroup.kill on v2; freeze, kill, thaw on v1), and returns once the

@@ -398,6 +398,7 @@ static long su_spawn(const char *buf, int buflen, const int *offs, int nargv, in
 import "C"
 
 import (
+	"context"
 	"io"
 	"os"
 	"strconv"
@@ -583,12 +584,26 @@ func startExec(argv0 string, argv, env []string, dir string, files []uintptr, sy
 		syscall.Close(fd)
 		fd = -1
 	}
-	return started{pid: int(pid), exec: func() error {
+	return started{pid: int(pid), exec: func(ctx context.Context) error {
+		// Until it is reaped the child's pid is ours: it cannot name
+		// another process. It calls setsid first, so its group is its
+		// pid from then on.
+		stop := context.AfterFunc(ctx, func() {
+			_ = syscall.Kill(-int(pid), syscall.SIGKILL)
+			_ = syscall.Kill(int(pid), syscall.SIGKILL)
+		})
 		errno, ok := awaitExec(int(status), job)
-		if !ok || errno == 0 {
+		var err error
+		switch {
+		case !stop():
+			err = ctx.Err()
+		case !ok || errno == 0:
 			return nil
+		default:
+			err = errno
 		}
-		// The child exited before its exec; it is ours to reap.
+		// The child exited before its exec, or was killed; it is ours
+		// to reap.
 		var ws syscall.WaitStatus
 		for {
 			if _, err := syscall.Wait4(int(pid), &ws, 0, nil); err != syscall.EINTR {
@@ -599,7 +614,7 @@ func startExec(argv0 string, argv, env []string, dir string, files []uintptr, sy
 			syscall.Close(fd)
 			*sys.PidFD = -1
 		}
-		return syscall.Errno(errno)
+		return err
 	}}, nil
 }
 

@@ -3,6 +3,8 @@
 package spawn
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -343,7 +346,7 @@ func TestStartExecReturnsBeforeTheExec(t *testing.T) {
 
 	hold.Release()
 	for _, c := range cs {
-		if err := c.s.wait(); err != nil {
+		if err := c.s.wait(context.Background()); err != nil {
 			t.Errorf("pid %d: wait: %v", c.s.pid, err)
 		}
 		var ws syscall.WaitStatus
@@ -384,3 +387,71 @@ func holdsStatusPipe(t *testing.T, pid int) bool {
 	}
 	return false
 }
+
+// TestAStalledExecEndsWithItsContext: a child whose exec does not return
+// (held here, as one on a network filesystem that has stopped answering
+// would not) is killed when the context it was started with ends: the
+// spawner's is the front's connection, so a front that dies takes such a
+// child with it. Start returns the context's error, the child is reaped
+// and its cell slot released. With suserve's fork, on one P; Go's fork
+// waits for the exec inside the kernel, where no context reaches.
+func TestAStalledExecEndsWithItsContext(t *testing.T) {
+	testutil.RequireRoot(t)
+	if !endsHeldExec(t, "calibration-ctx", syscall.SIGKILL) {
+		t.Skip("a SIGKILL does not end an exec held by fanotify on this kernel")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	f := newFixture(t)
+	cells := &countingCells{}
+	f.l.Cells = cells
+	prog := f.probe("held")
+	hold := testutil.HoldExec(t, prog)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		p   *Process
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := f.l.Start(ctx, f.spec(prog))
+		done <- result{p, err}
+	}()
+	pid := hold.Wait(time.Minute)
+	cancel()
+	select {
+	case r := <-done:
+		if r.p != nil {
+			r.p.Kill()
+			t.Fatal("Start returned a process, want the context's error")
+		}
+		if !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("Start: %v, want %v", r.err, context.Canceled)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Start had not returned 20 s after its context ended while the exec was held")
+	}
+	if st := procStat(pid); st != "" {
+		t.Errorf("the held child %d is still there, in state %s", pid, st)
+	}
+	if n := cells.released.Load(); n != 1 {
+		t.Errorf("%d slots released, want 1", n)
+	}
+}
+
+// countingCells gives out slots that place nothing and count their
+// releases.
+type countingCells struct{ released atomic.Int64 }
+
+func (c *countingCells) Acquire(context.Context, string) (Slot, error) {
+	return countingSlot{c}, nil
+}
+
+type countingSlot struct{ c *countingCells }
+
+func (countingSlot) Spawn(fork func(*syscall.SysProcAttr) (int, error)) (int, error) {
+	return fork(&syscall.SysProcAttr{})
+}
+func (countingSlot) Kill(context.Context) error  { return nil }
+func (countingSlot) Events() (CellEvents, error) { return CellEvents{}, nil }
+func (s countingSlot) Release()                  { s.c.released.Add(1) }

@@ -2,6 +2,7 @@ package spawn
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"syscall"
 
@@ -56,11 +57,16 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 	if err == nil {
 		// The exec's outcome is awaited once the fork is placed: on cgroup
 		// v1 the forking thread is out of the cell again by now.
-		err = child.wait()
+		err = child.wait(ctx)
 	}
 	if err != nil {
 		if slot != nil {
+			// Whatever still runs in it (a child killed just past its exec
+			// may have started something) is killed.
 			slot.Release()
+		}
+		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+			return nil, err
 		}
 		return nil, diagnoseExec(err, c.prog, c.id, c.shownDir)
 	}
@@ -86,23 +92,26 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 // started is a forked child and what is left to learn of its exec.
 type started struct {
 	pid  int
-	exec func() error // waits for the exec; nil when its outcome is known
+	exec func(ctx context.Context) error // waits for the exec; nil when its outcome is known
 }
 
 // wait waits until the child has exec'd, or returns why it could not: the
-// errno of the step that failed, the child reaped and its pidfd closed.
-func (s started) wait() error {
+// errno of the step that failed, or ctx's error once ctx has ended, the
+// child then killed; either way the child is reaped and its pidfd closed.
+// A child that does not reach its exec, one whose exec has stalled or one
+// stopped by a signal from its own user, is thus ended with its request.
+func (s started) wait(ctx context.Context) error {
 	if s.exec == nil {
 		return nil
 	}
-	return s.exec()
+	return s.exec(ctx)
 }
 
 // forkExec is startExec that waits for the exec.
 func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
 	s, err := startExec(argv0, argv, env, dir, files, sys)
 	if err == nil {
-		err = s.wait()
+		err = s.wait(context.Background())
 	}
 	if err != nil {
 		return 0, err
