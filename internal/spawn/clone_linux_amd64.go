@@ -586,9 +586,11 @@ func startExec(argv0 string, argv, env []string, dir string, files []uintptr, sy
 	}
 	return started{pid: int(pid), exec: func(ctx context.Context) error {
 		// Until it is reaped the child's pid is ours: it cannot name
-		// another process. It calls setsid first, so its group is its
-		// pid from then on.
+		// another process, and the kill is over before the reap. The
+		// child calls setsid first, so its group is its pid from then on.
+		killed := make(chan struct{})
 		stop := context.AfterFunc(ctx, func() {
+			defer close(killed)
 			_ = syscall.Kill(-int(pid), syscall.SIGKILL)
 			_ = syscall.Kill(int(pid), syscall.SIGKILL)
 		})
@@ -596,6 +598,7 @@ func startExec(argv0 string, argv, env []string, dir string, files []uintptr, sy
 		var err error
 		switch {
 		case !stop():
+			<-killed
 			err = ctx.Err()
 		case !ok || errno == 0:
 			return nil
