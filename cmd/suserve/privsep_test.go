@@ -1110,7 +1110,7 @@ func TestAStalledExecHoldsNoOtherSpawn(t *testing.T) {
 			// but the program's own: stdin, stdout, stderr, the script;
 			// and the write end of its status pipe, which the exec
 			// closes.
-			if names, status := childDescriptors(t, pid); strings.Join(names, " ") != "0 1 2 3" || status != 1 {
+			if names, status := testutil.Descriptors(t, pid); strings.Join(names, " ") != "0 1 2 3" || status != 1 {
 				t.Errorf("the stalled child holds descriptors %v and %d status pipe(s), want 0 1 2 3 and one", names, status)
 			}
 			// The spawner waits for the exec without a thread stopped in
@@ -1139,35 +1139,6 @@ func TestAStalledExecHoldsNoOtherSpawn(t *testing.T) {
 			}
 		})
 	}
-}
-
-// childDescriptors lists the descriptors process pid has open, but for
-// write ends of pipes that are close-on-exec, which it counts.
-func childDescriptors(t *testing.T, pid int) (names []string, statusPipes int) {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	fds, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fd := range fds {
-		if target, _ := os.Readlink(filepath.Join(dir, fd.Name())); strings.HasPrefix(target, "pipe:") {
-			info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var pos, flags uint64
-			if _, err := fmt.Sscanf(string(info), "pos:\t%d\nflags:\t%o", &pos, &flags); err != nil {
-				t.Fatalf("fdinfo of %s/%s: %v", dir, fd.Name(), err)
-			}
-			if flags&unix.O_ACCMODE == unix.O_WRONLY && flags&unix.O_CLOEXEC != 0 {
-				statusPipes++
-				continue
-			}
-		}
-		names = append(names, fd.Name())
-	}
-	return names, statusPipes
 }
 
 // inSyscall lists the threads of process pid that are in system call nr.

@@ -202,15 +202,7 @@ func TestForkExecChildRunsNoHandlerOfTheServer(t *testing.T) {
 // sig, while its exec was still held (within 20 s).
 func endsHeldExec(t *testing.T, name string, sig syscall.Signal) bool {
 	t.Helper()
-	prog := filepath.Join(base, name)
-	b, err := os.ReadFile("/bin/true")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(prog, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(prog)
+	prog := trueCopy(t, name)
 	null := devNull(t)
 	hold := testutil.HoldExec(t, prog)
 	type forked struct {
@@ -248,6 +240,22 @@ func endsHeldExec(t *testing.T, name string, sig syscall.Signal) bool {
 	return ended
 }
 
+// trueCopy is a copy of /bin/true named name, removed when t ends: a
+// program file of its own for an exec hold.
+func trueCopy(t *testing.T, name string) string {
+	t.Helper()
+	prog := filepath.Join(base, name)
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(prog, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(prog) })
+	return prog
+}
+
 // caught reports whether this process has a handler for sig (SigCgt).
 func caught(t *testing.T, sig syscall.Signal) bool {
 	t.Helper()
@@ -276,15 +284,7 @@ func caught(t *testing.T, sig syscall.Signal) bool {
 // go on, each wait reports the exec done and each program exits 0.
 func TestStartExecReturnsBeforeTheExec(t *testing.T) {
 	testutil.RequireRoot(t)
-	prog := filepath.Join(base, "held-start")
-	b, err := os.ReadFile("/bin/true")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(prog, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(prog)
+	prog := trueCopy(t, "held-start")
 	null := devNull(t)
 	hold := testutil.HoldExec(t, prog)
 	threads := func() int {
@@ -339,8 +339,8 @@ func TestStartExecReturnsBeforeTheExec(t *testing.T) {
 		if !held[c.s.pid] {
 			t.Errorf("pid %d was started but its exec is not one held", c.s.pid)
 		}
-		if !holdsStatusPipe(t, c.s.pid) {
-			t.Errorf("pid %d, held in its exec, has no write end of a pipe open: the status pipe closed before the exec", c.s.pid)
+		if _, pipes := testutil.Descriptors(t, c.s.pid); pipes != 1 {
+			t.Errorf("pid %d, held in its exec, has %d status pipes open, want 1: closed before the exec?", c.s.pid, pipes)
 		}
 	}
 
@@ -357,35 +357,6 @@ func TestStartExecReturnsBeforeTheExec(t *testing.T) {
 		}
 		syscall.Close(c.pidfd)
 	}
-}
-
-// holdsStatusPipe reports whether process pid has the write end of a pipe
-// open, close-on-exec.
-func holdsStatusPipe(t *testing.T, pid int) bool {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	fds, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join(dir, fd.Name())); err != nil || !strings.HasPrefix(target, "pipe:") {
-			continue
-		}
-		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range strings.Split(string(info), "\n") {
-			if v, ok := strings.CutPrefix(l, "flags:"); ok {
-				flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
-				if err == nil && flags&unix.O_ACCMODE == unix.O_WRONLY && flags&unix.O_CLOEXEC != 0 {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 // TestAStalledExecEndsWithItsContext: a child whose exec does not return
