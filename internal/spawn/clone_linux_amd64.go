@@ -468,8 +468,12 @@ var clone3Once = sync.OnceFunc(func() {
 // In the bench, with v1 cells at 32 connections, the spawner went from
 // 0.78 to 0.91 of the in-process server's requests per second (medians of
 // three runs each, taking turns); with cells off and v2 cells it stayed
-// level with it. A vfork's parent is woken by the exec itself, on the CPU
-// the child ran on: at one connection this is 0.1 ms slower.
+// level with it. The price is the wake-up: a vfork's parent is woken by
+// the exec itself, and this one through the poller. From the call to the
+// exec this fork takes about as long as Go's on an idle machine (0.93 of
+// its p50 in BenchmarkForkUntilExec, where the vfork took 0.31); at one
+// connection the bench showed no steady difference (v1 cells: +0.19 ms
+// against +0.05 in one batch, +0.23 against +0.25 in another).
 //
 // The child does what Go's forkAndExecInChild1 does for these fields, in
 // Go's order but for one step (every signal stays blocked until just
