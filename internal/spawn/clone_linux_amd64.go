@@ -611,12 +611,7 @@ func startExec(argv0 string, argv, env []string, dir string, files []uintptr, sy
 		}
 		// The child exited before its exec, or was killed; it is ours
 		// to reap.
-		var ws syscall.WaitStatus
-		for {
-			if _, err := syscall.Wait4(int(pid), &ws, 0, nil); err != syscall.EINTR {
-				break
-			}
-		}
+		reap(int(pid))
 		if fd >= 0 {
 			syscall.Close(fd)
 			*sys.PidFD = -1

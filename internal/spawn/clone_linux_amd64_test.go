@@ -415,14 +415,12 @@ func TestAStalledExecEndsWithItsContext(t *testing.T) {
 type countingCells struct{ released atomic.Int64 }
 
 func (c *countingCells) Acquire(context.Context, string) (Slot, error) {
-	return countingSlot{c}, nil
+	return countingSlot{c: c}, nil
 }
 
-type countingSlot struct{ c *countingCells }
-
-func (countingSlot) Spawn(fork func(*syscall.SysProcAttr) (int, error)) (int, error) {
-	return fork(&syscall.SysProcAttr{})
+type countingSlot struct {
+	nullSlot
+	c *countingCells
 }
-func (countingSlot) Kill(context.Context) error  { return nil }
-func (countingSlot) Events() (CellEvents, error) { return CellEvents{}, nil }
-func (s countingSlot) Release()                  { s.c.released.Add(1) }
+
+func (s countingSlot) Release() { s.c.released.Add(1) }

@@ -1,6 +1,7 @@
 package spawn
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -138,4 +139,17 @@ func TestForkExecStartsProgramsAsGosForkDoes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// forkExec is startExec that waits for the exec, with Go's fork's
+// signature: what the tests compare and time.
+func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
+	s, err := startExec(argv0, argv, env, dir, files, sys)
+	if err == nil {
+		err = s.wait(context.Background())
+	}
+	if err != nil {
+		return 0, err
+	}
+	return s.pid, nil
 }

@@ -73,12 +73,7 @@ func (l *Local) fork(ctx context.Context, c *checked) (*Process, error) {
 	if pidfd < 0 {
 		// Without a pidfd the pid could not be told from a reused one.
 		_ = unix.Kill(-pid, unix.SIGKILL)
-		var ws syscall.WaitStatus
-		for {
-			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != syscall.EINTR {
-				break
-			}
-		}
+		reap(pid)
 		if slot != nil {
 			slot.Release()
 		}
@@ -107,16 +102,14 @@ func (s started) wait(ctx context.Context) error {
 	return s.exec(ctx)
 }
 
-// forkExec is startExec that waits for the exec.
-func forkExec(argv0 string, argv, env []string, dir string, files []uintptr, sys *syscall.SysProcAttr) (int, error) {
-	s, err := startExec(argv0, argv, env, dir, files, sys)
-	if err == nil {
-		err = s.wait(context.Background())
+// reap waits for child pid, which has exited or been killed, and reaps it.
+func reap(pid int) {
+	var ws syscall.WaitStatus
+	for {
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != syscall.EINTR {
+			return
+		}
 	}
-	if err != nil {
-		return 0, err
-	}
-	return s.pid, nil
 }
 
 // startWith forks with the fork for a process of procs Ps. With one, Go's
