@@ -296,7 +296,7 @@ static void su_reset_handlers_in_child(int on) { __atomic_store_n(&su_clear_sigh
 // to be freed with su_job_free after that EOF, and not before.
 static long su_spawn(const char *buf, int buflen, const int *offs, int nargv, int nenv, int pathoff, int diroff,
 		     const int *fds, int nfds, int cred, uint32_t uid, uint32_t gid, const uint32_t *groups, int ngroups,
-		     int pdeathsig, int ppid, int cgroupfd, int keep, int *pidfd, int *statusfd, struct su_job **jobp) {
+		     int pdeathsig, int ppid, int cgroupfd, int keep, int floor, int *pidfd, int *statusfd, struct su_job **jobp) {
 	size_t nptrs = (size_t)nargv + 1 + nenv + 1;
 	struct su_job *job;
 	struct su_spawn *s;
@@ -304,7 +304,7 @@ static long su_spawn(const char *buf, int buflen, const int *offs, int nargv, in
 	uint64_t all = ~0ULL, old = 0;
 	char **ptrs, *strs;
 	uint32_t *grp;
-	int *fdv, p[2], w, floor, i;
+	int *fdv, p[2], w, i;
 	long pid;
 
 	job = calloc(1, sizeof *job + nptrs * sizeof(char *) + ((size_t)ngroups + 1) * sizeof(uint32_t) +
@@ -327,18 +327,13 @@ static long su_spawn(const char *buf, int buflen, const int *offs, int nargv, in
 	ptrs[nargv] = 0;
 	ptrs[nargv + 1 + nenv] = 0;
 
-	// The status pipe's write end goes above every number the child's
-	// descriptor shuffle writes to (nextfd and the nfds after it).
+	// The status pipe's write end goes to floor or above, out of the way
+	// of the child's descriptor shuffle (execFloor).
 	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) {
 		pid = -errno;
 		su_job_free(job);
 		return pid;
 	}
-	floor = nfds;
-	for (i = 0; i < nfds; i++)
-		if (fds[i] > floor)
-			floor = fds[i];
-	floor += 1 + nfds;
 	w = fcntl(p[1], F_DUPFD_CLOEXEC, floor);
 	pid = w < 0 ? -errno : 0;
 	close(p[1]);
@@ -570,7 +565,7 @@ func startExec(argv0 string, argv, env []string, dir string, files []uintptr, sy
 	var job *C.struct_su_job
 	pid := C.su_spawn((*C.char)(unsafe.Pointer(&buf[0])), C.int(len(buf)), &offs[0], C.int(len(argv)), C.int(len(env)), pathOff, dirOff,
 		&fds[0], C.int(len(files)), cred, uid, gid, &groups[0], C.int(ngroups),
-		C.int(sys.Pdeathsig), C.int(selfPid), cgroup, C.int(execFD(argv0)), &pidfd, &status, &job)
+		C.int(sys.Pdeathsig), C.int(selfPid), cgroup, C.int(execFD(argv0)), C.int(execFloor(files)), &pidfd, &status, &job)
 	if pid == -C.long(syscall.ENOSYS) {
 		// A kernel before 5.3, or a seccomp profile that refuses clone3
 		// (container runtimes' defaults did, so that libc fell back to

@@ -53,8 +53,9 @@ func (p *program) close() {
 // children startExec may be (su_child in clone_linux_amd64.go, and
 // forkAndExecInChild1 in Go's syscall/exec_linux.go) set nextfd to one
 // above the highest of len(files) and every number in files; Go's moves
-// its status pipe there when the pipe's number is lower (suserve's has no
-// pipe, so the bound below is one or two higher than it needs); and each
+// its status pipe there when the pipe's number is lower (suserve's puts its
+// status pipe at this floor or above before the fork, so the bound below
+// is one or two higher than it needs); and each
 // moves each file whose number is below its slot to the numbers after
 // that, with dup3 over whatever those numbers held; then it dups the files
 // onto 0..len(files)-1. A descriptor the exec names (/proc/self/fd/N) must
