@@ -85,6 +85,29 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// freeLowAddr is a loopback address with a port free a moment ago that
+// only root can open: below 1024, and below the host's
+// net.ipv4.ip_unprivileged_port_start. Where that setting lets every user
+// open every port, it is any free port, and the test says so.
+func freeLowAddr(t *testing.T) string {
+	t.Helper()
+	top := 1024
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			top = min(top, n)
+		}
+	}
+	for port := top - 1; port >= max(top-400, 1); port-- {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			ln.Close()
+			return ln.Addr().String()
+		}
+	}
+	t.Logf("no free port that only root can open (ip_unprivileged_port_start %d): listening on any", top)
+	return freeAddr(t)
+}
+
 // startSuserve writes a configuration with one route of two programs,
 // hello and slow, run as alice, and starts suserve on a free loopback
 // port. It returns once the front answers.
@@ -815,10 +838,11 @@ run_as = "owner"
 // TestDemoAsRootServesFromAnUnprivilegedFront: `suserve` started as root
 // with no configuration splits like a configured server does, so even the
 // demo parses HTTP in a process without privilege, and its users' programs
-// run as themselves.
+// run as themselves. It listens on a port below 1024, which only root can
+// open: the front, which could not, serves on it.
 func TestDemoAsRootServesFromAnUnprivilegedFront(t *testing.T) {
 	testutil.RequireRoot(t)
-	addr := freeAddr(t)
+	addr := freeLowAddr(t)
 	in := startInstance(t, "", addr, exec.Command(binary, "-listen", addr, "-admin-listen", freeAddr(t)))
 	body := in.poll("/cgi-bin/hello", 10*time.Second)
 	if !strings.Contains(body, "guest (uid 61000)") {
